@@ -1,0 +1,20 @@
+# COCO 2017 detection data: resize by shortest edge with multi-scale training, flip.
+dataloader = dict(
+    train=dict(
+        dataset=dict(names=["coco_2017_train"], filter_empty=True),
+        transforms=[
+            dict(type="ResizeShortestEdge", short_edge_length=(640, 672, 704, 736, 768, 800), max_size=1333),
+            dict(type="RandomFlip", prob=0.5),
+        ],
+        total_batch_size=16,
+        num_workers=4,
+        aspect_ratio_grouping=True,
+    ),
+    test=dict(
+        dataset=dict(names=["coco_2017_val"], filter_empty=False),
+        transforms=[dict(type="ResizeShortestEdge", short_edge_length=800, max_size=1333)],
+        batch_size=1,
+        num_workers=4,
+    ),
+    evaluator=dict(type="COCOEvaluator"),
+)

@@ -1,0 +1,28 @@
+# RetinaNet with a ResNet-50 + FPN (P3-P7), as in Lin et al. 2017. Experiment files import `model`
+# from here and change what differs.
+model = dict(
+    type="RetinaNet",
+    backbone=dict(type="ResNet", depth=50, norm="FrozenBN", freeze_at=2, out_features=["res3", "res4", "res5"]),
+    neck=dict(type="FPN", in_features=["res3", "res4", "res5"], out_channels=256, top_block="p6p7_from_c5"),
+    head=dict(type="RetinaNetHead", num_classes=80, num_convs=4, prior_prob=0.01, norm=None),
+    anchor_generator=dict(
+        type="AnchorGenerator",
+        sizes=[32, 64, 128, 256, 512],
+        scales_per_octave=3,
+        aspect_ratios=[0.5, 1.0, 2.0],
+        strides=[8, 16, 32, 64, 128],
+        offset=0.0,
+    ),
+    matcher=dict(type="Matcher", thresholds=[0.4, 0.5], labels=[0, -1, 1], allow_low_quality_matches=True),
+    box_coder=dict(type="DeltaXYWHBoxCoder", weights=(1.0, 1.0, 1.0, 1.0), scale_clamp=4.135166556742356),
+    cls_loss=dict(type="SigmoidFocalLoss", alpha=0.25, gamma=2.0),
+    box_loss=dict(type="SmoothL1Loss", beta=0.1),
+    loss_normalizer=dict(momentum=0.9, initial=100.0),
+    postprocess=dict(
+        type="RetinaNetPostProcess", score_threshold=0.05, topk_per_level=1000, nms_threshold=0.5, max_detections=100
+    ),
+    pixel_mean=[103.53, 116.28, 123.675],
+    pixel_std=[1.0, 1.0, 1.0],
+    input_format="BGR",
+    size_divisibility=128,
+)

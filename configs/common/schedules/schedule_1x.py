@@ -1,0 +1,16 @@
+# The "1x" schedule: 90k iterations at total batch 16, lr 0.01 (linear scaling rule: lr = 0.01 * batch / 16),
+# decayed x0.1 at 60k and 80k, 1000 warm-up iterations.
+optimizer = dict(type="SGD", lr=0.01, momentum=0.9, weight_decay=1e-4, weight_decay_norm=0.0, weight_decay_bias=0.0)
+lr_scheduler = dict(type="MultiStepLR", milestones=[60000, 80000], gamma=0.1, warmup_iters=1000, warmup_factor=0.001)
+train = dict(
+    max_iter=90000,
+    amp=dict(enabled=False, dtype="float16"),
+    clip_grad=None,
+    checkpoint_period=5000,
+    keep_last=3,
+    eval_period=0,
+    log_period=20,
+    seed=0,
+    output_dir="./output/retinanet_R50_FPN_1x",
+    init_checkpoint="",
+)

@@ -1,0 +1,22 @@
+// Kernel entry points, one per device; the op schemas are declared once in retdet_ops.cpp.
+#pragma once
+#include <ATen/ATen.h>
+
+namespace retdet {
+
+at::Tensor sigmoid_focal_loss_cpu(const at::Tensor& logits, const at::Tensor& targets, double alpha, double gamma,
+                                  int64_t reduction);
+at::Tensor sigmoid_focal_loss_backward_cpu(const at::Tensor& grad_output, const at::Tensor& logits,
+                                           const at::Tensor& targets, double alpha, double gamma, int64_t reduction);
+at::Tensor batched_nms_cpu(const at::Tensor& boxes, const at::Tensor& scores, const at::Tensor& idxs,
+                           double iou_threshold);
+
+// Shared argument checks (ops_checks.cpp).
+void check_focal_inputs(const at::Tensor& logits, const at::Tensor& targets, int64_t reduction);
+void check_nms_inputs(const at::Tensor& boxes, const at::Tensor& scores, const at::Tensor& idxs);
+// Sort order for batched NMS: by class, then decreasing score, ties by lower index.
+at::Tensor class_major_order(const at::Tensor& scores, const at::Tensor& idxs);
+// The largest float f such that, for every float v, (v > threshold) == (v > f).
+float float_threshold(double threshold);
+
+}  // namespace retdet

@@ -1,0 +1,78 @@
+// The op schemas, declared once. Kernels register per device in cpu/ and cuda/; autocast below;
+// fake (meta) kernels and autograd are registered from Python (retdet/ops/).
+#include <ATen/autocast_mode.h>
+#include <Python.h>
+#include <torch/library.h>
+
+#include "ops.h"
+
+TORCH_LIBRARY(retdet, m) {
+  // reduction: 0 = none, 1 = mean (over all N*K elements), 2 = sum.
+  // targets: int64 (N,) class indices (K = background, -1 = ignore) or floating (N, K).
+  m.def("sigmoid_focal_loss(Tensor logits, Tensor targets, float alpha, float gamma, int reduction) -> Tensor");
+  m.def(
+      "sigmoid_focal_loss_backward(Tensor grad_output, Tensor logits, Tensor targets, float alpha, float gamma, "
+      "int reduction) -> Tensor");
+  // Indices of the kept boxes, by decreasing score; equal scores keep the lower index first.
+  m.def("batched_nms(Tensor boxes, Tensor scores, Tensor idxs, float iou_threshold) -> Tensor");
+}
+
+namespace retdet {
+namespace {
+
+// Under autocast the loss is computed from float32 logits (as autocast does for
+// binary_cross_entropy_with_logits) so that the loss and its gradient stay float32.
+template <c10::DeviceType device, c10::DispatchKey key>
+at::Tensor focal_loss_autocast(const at::Tensor& logits, const at::Tensor& targets, double alpha, double gamma,
+                               int64_t reduction) {
+  c10::impl::ExcludeDispatchKeyGuard no_autocast(key);
+  static auto op = c10::Dispatcher::singleton()
+                       .findSchemaOrThrow("retdet::sigmoid_focal_loss", "")
+                       .typed<at::Tensor(const at::Tensor&, const at::Tensor&, double, double, int64_t)>();
+  const auto float_targets = targets.is_floating_point() ? at::autocast::cached_cast(at::kFloat, targets, device)
+                                                         : targets;
+  return op.call(at::autocast::cached_cast(at::kFloat, logits, device), float_targets, alpha, gamma, reduction);
+}
+
+// NMS compares IoUs against a threshold: do it on float32 boxes, never half.
+template <c10::DeviceType device, c10::DispatchKey key>
+at::Tensor batched_nms_autocast(const at::Tensor& boxes, const at::Tensor& scores, const at::Tensor& idxs,
+                                double iou_threshold) {
+  c10::impl::ExcludeDispatchKeyGuard no_autocast(key);
+  static auto op = c10::Dispatcher::singleton()
+                       .findSchemaOrThrow("retdet::batched_nms", "")
+                       .typed<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&, double)>();
+  return op.call(at::autocast::cached_cast(at::kFloat, boxes, device),
+                 at::autocast::cached_cast(at::kFloat, scores, device), idxs, iou_threshold);
+}
+
+}  // namespace
+}  // namespace retdet
+
+TORCH_LIBRARY_IMPL(retdet, AutocastCPU, m) {
+  m.impl("sigmoid_focal_loss", retdet::focal_loss_autocast<c10::DeviceType::CPU, c10::DispatchKey::AutocastCPU>);
+  m.impl("batched_nms", retdet::batched_nms_autocast<c10::DeviceType::CPU, c10::DispatchKey::AutocastCPU>);
+}
+
+TORCH_LIBRARY_IMPL(retdet, AutocastCUDA, m) {
+  m.impl("sigmoid_focal_loss", retdet::focal_loss_autocast<c10::DeviceType::CUDA, c10::DispatchKey::AutocastCUDA>);
+  m.impl("batched_nms", retdet::batched_nms_autocast<c10::DeviceType::CUDA, c10::DispatchKey::AutocastCUDA>);
+}
+
+// A tiny Python module so `import retdet._C` loads the library (and its registrations) and can say
+// which kernels were compiled.
+static PyObject* compiled_with_cuda(PyObject*, PyObject*) {
+#ifdef RETDET_WITH_CUDA
+  Py_RETURN_TRUE;
+#else
+  Py_RETURN_FALSE;
+#endif
+}
+
+static PyMethodDef methods[] = {
+    {"compiled_with_cuda", compiled_with_cuda, METH_NOARGS, "Whether the CUDA kernels were compiled."},
+    {nullptr, nullptr, 0, nullptr}};
+
+static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", "retdet compiled ops", -1, methods};
+
+extern "C" PyMODINIT_FUNC PyInit__C(void) { return PyModule_Create(&module_def); }

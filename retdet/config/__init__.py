@@ -1,0 +1,16 @@
+"""Python config files: :func:`load_config`, overrides, :func:`dump_config`. See loader.py."""
+from .config_dict import ConfigDict
+from .loader import config_to_python, dump_config, import_user_modules, load_config, locate, save_config
+from .overrides import apply_overrides, parse_value
+
+__all__ = [
+    "ConfigDict",
+    "apply_overrides",
+    "config_to_python",
+    "dump_config",
+    "import_user_modules",
+    "load_config",
+    "locate",
+    "parse_value",
+    "save_config",
+]

@@ -1,0 +1,236 @@
+"""Python config files: loading (with relative imports for composition), dumping, user imports.
+
+A config file is plain Python. Its public top-level *data* (dicts, lists, tuples, numbers, strings,
+booleans, None) is the config; modules, functions, classes and names starting with ``_`` are not.
+
+Composition is one mechanism, ordinary Python: an experiment file imports what it builds on from
+another config file with a relative import, then changes it::
+
+    # configs/retinanet_R101_FPN_1x.py
+    from .common.models.retinanet import model
+    from .common.data.coco import dataloader
+    from .common.schedules.schedule_1x import optimizer, lr_scheduler, train
+
+    model.backbone.depth = 101
+
+A relative import ``from .a.b import x`` loads the *file* ``a/b.py`` next to the importing config
+(``..`` goes up one folder) and runs it afresh each time, so changes never leak between configs.
+"""
+from __future__ import annotations
+
+import builtins
+import importlib
+import importlib.util
+import keyword
+import math
+import os
+import sys
+import types
+from typing import Any, Dict, Iterable, List, Optional
+
+from .config_dict import ConfigDict
+
+__all__ = ["load_config", "dump_config", "save_config", "config_to_python", "locate", "import_user_modules"]
+
+_DATA_TYPES = (dict, list, tuple, str, int, float, bool, type(None))
+
+
+def locate(qualified_name: str) -> Any:
+    """The object a dotted path names, e.g. ``locate("torch.nn.ReLU")``."""
+    module_name, _, attr_path = qualified_name.rpartition(".")
+    parts = qualified_name.split(".")
+    # Try the longest importable module prefix, then walk attributes (handles nested classes).
+    for i in range(len(parts), 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:i]))
+        except ImportError:
+            continue
+        try:
+            for attr in parts[i:]:
+                obj = getattr(obj, attr)
+        except AttributeError:
+            break
+        return obj
+    raise ImportError(f"cannot locate {qualified_name!r}: no importable module {module_name!r} with {attr_path!r}")
+
+
+def _resolve_relative(base_dir: str, name: str, level: int) -> str:
+    """Folder or file path (without .py) that ``from {'.' * level}{name} import ...`` names."""
+    folder = base_dir
+    for _ in range(level - 1):
+        folder = os.path.dirname(folder)
+    return os.path.join(folder, *name.split(".")) if name else folder
+
+
+def _namespace(path: str, entries: Dict[str, Any]) -> types.SimpleNamespace:
+    ns = types.SimpleNamespace(**{k: ConfigDict.wrap(v) for k, v in entries.items()})
+    ns.__file__ = path
+    return ns
+
+
+def _make_importer(current_file: str):
+    real_import = builtins.__import__
+    base_dir = os.path.dirname(os.path.abspath(current_file))
+
+    def config_import(name, globals=None, locals=None, fromlist=(), level=0):
+        if level == 0:
+            return real_import(name, globals, locals, fromlist, level)
+        target = _resolve_relative(base_dir, name, level)
+        if os.path.isfile(target + ".py"):
+            if not fromlist:
+                raise ImportError(f"{current_file}: use 'from .{name} import <names>' to import from a config file")
+            return _namespace(target + ".py", _load_entries(target + ".py", keep_all=True))
+        if os.path.isdir(target):
+            # ``from .common.models import retinanet``: each imported name is a config file.
+            ns = types.SimpleNamespace()
+            for item in fromlist or ():
+                path = os.path.join(target, item + ".py")
+                if not os.path.isfile(path):
+                    raise ImportError(f"{current_file}: no config file {path} for 'from .{name} import {item}'")
+                setattr(ns, item, _namespace(path, _load_entries(path, keep_all=True)))
+            return ns
+        raise ImportError(
+            f"{current_file}: relative import {'.' * level}{name} names neither {target}.py nor a folder"
+        )
+
+    return config_import
+
+
+def _is_data(value: Any) -> bool:
+    return isinstance(value, _DATA_TYPES)
+
+
+def _load_entries(path: str, keep_all: bool = False) -> Dict[str, Any]:
+    """Run a config file; return its top-level names (all of them when imported by another config,
+    so helper values can be shared, only the public data when it is the config being loaded)."""
+    path = os.path.abspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"config file not found: {path}")
+    with open(path, encoding="utf-8") as f:
+        source = f.read()
+    module_globals: Dict[str, Any] = {
+        "__file__": path,
+        "__name__": "retdet_config." + os.path.splitext(os.path.basename(path))[0],
+        # dict(...) makes ConfigDicts, so a config can write `model.depth = 101`.
+        "__builtins__": {**vars(builtins), "__import__": _make_importer(path), "dict": ConfigDict},
+    }
+    exec(compile(source, path, "exec"), module_globals)
+    entries = {}
+    for key, value in module_globals.items():
+        if key.startswith("__"):
+            continue
+        if keep_all or (not key.startswith("_") and _is_data(value)):
+            entries[key] = value
+    return entries
+
+
+def import_user_modules(names: Iterable[str], relative_to: Optional[str] = None) -> List[types.ModuleType]:
+    """Import the researcher's own modules so their classes register themselves.
+
+    Each entry is a module name (``my_package.my_heads``) or a path to a ``.py`` file, relative to
+    ``relative_to`` (the config file's folder) or to the working directory.
+    """
+    modules = []
+    for name in names:
+        if name.endswith(".py"):
+            candidates = [name] if os.path.isabs(name) else [
+                os.path.join(relative_to or "", name), os.path.join(os.getcwd(), name)]
+            path = next((os.path.abspath(c) for c in candidates if os.path.isfile(c)), None)
+            if path is None:
+                raise ImportError(f"imports: module file {name!r} not found (looked in: {', '.join(candidates)})")
+            mod_name = os.path.splitext(os.path.basename(path))[0]
+            if mod_name in sys.modules and getattr(sys.modules[mod_name], "__file__", None) == path:
+                modules.append(sys.modules[mod_name])
+                continue
+            spec = importlib.util.spec_from_file_location(mod_name, path)
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[mod_name] = module
+            spec.loader.exec_module(module)
+            modules.append(module)
+        else:
+            try:
+                modules.append(importlib.import_module(name))
+            except ImportError as e:
+                raise ImportError(
+                    f"imports: cannot import {name!r} ({e}); is its folder on PYTHONPATH, "
+                    "or give the path to its .py file"
+                ) from e
+    return modules
+
+
+def load_config(path: str, overrides: Iterable[str] = (), *, extra_imports: Iterable[str] = ()) -> ConfigDict:
+    """Load a config file, import its ``imports`` (and ``extra_imports``), apply ``a.b=value``
+    overrides (see :mod:`retdet.config.overrides`)."""
+    from .overrides import apply_overrides
+
+    cfg = ConfigDict(_load_entries(path))
+    cfg = apply_overrides(cfg, overrides)
+    user_modules = list(cfg.get("imports", [])) + list(extra_imports)
+    import_user_modules(user_modules, relative_to=os.path.dirname(os.path.abspath(path)))
+    return cfg
+
+
+# ----------------------------------------------------------------------------------------------
+# Dumping: the resolved config as a Python file that loads back to an equal config.
+
+
+def _format(value: Any, indent: int) -> str:
+    pad = " " * (indent + 4)
+    if isinstance(value, dict):
+        if not value:
+            return "dict()"
+        if all(isinstance(k, str) and k.isidentifier() and k not in _KEYWORDS for k in value):
+            items = [f"{pad}{k}={_format(v, indent + 4)}," for k, v in value.items()]
+            return "dict(\n" + "\n".join(items) + "\n" + " " * indent + ")"
+        items = [f"{pad}{_format(k, indent + 4)}: {_format(v, indent + 4)}," for k, v in value.items()]
+        return "{\n" + "\n".join(items) + "\n" + " " * indent + "}"
+    if isinstance(value, (list, tuple)):
+        inner = [_format(v, indent + 4) for v in value]
+        open_, close = ("[", "]") if isinstance(value, list) else ("(", ")")
+        if isinstance(value, tuple) and len(value) == 1:
+            return f"({inner[0]},)"
+        flat = open_ + ", ".join(inner) + close
+        if len(flat) <= 80 and "\n" not in flat:
+            return flat
+        return open_ + "\n" + "".join(f"{pad}{i},\n" for i in inner) + " " * indent + close
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"float({str(value)!r})"
+    if isinstance(value, (str, int, float, bool, type(None))):
+        return repr(value)
+    if callable(value) and hasattr(value, "__qualname__") and "<locals>" not in value.__qualname__:
+        return f"locate({value.__module__ + '.' + value.__qualname__!r})"
+    raise TypeError(f"cannot write {value!r} ({type(value).__name__}) into a Python config file")
+
+
+_KEYWORDS = set(keyword.kwlist)
+
+
+def config_to_python(cfg: dict) -> str:
+    """Source text of a config file equal to ``cfg``."""
+    lines = [
+        "# Resolved retdet config, written by retdet.config.dump_config; reload with load_config().",
+        "from retdet.config import locate  # noqa: F401  (used for classes and functions, if any)",
+        "",
+    ]
+    for key, value in cfg.items():
+        if not (isinstance(key, str) and key.isidentifier()) or key.startswith("_"):
+            raise TypeError(f"top-level config key {key!r} must be a public Python identifier")
+        lines.append(f"{key} = {_format(value, 0)}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def dump_config(cfg: dict, path: str) -> str:
+    """Write ``cfg`` to ``path`` as a Python config file (atomically); return the path."""
+    text = config_to_python(cfg)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)
+    return path
+
+
+def save_config(cfg: dict, output_dir: str, name: str = "config.py") -> str:
+    """Write the resolved config next to a run's outputs, as ``output_dir/config.py``."""
+    return dump_config(cfg, os.path.join(output_dir, name))
