@@ -11,11 +11,14 @@ at::Tensor sigmoid_focal_loss_backward_cpu(const at::Tensor& grad_output, const 
 at::Tensor batched_nms_cpu(const at::Tensor& boxes, const at::Tensor& scores, const at::Tensor& idxs,
                            double iou_threshold);
 
-// Shared argument checks (ops_checks.cpp).
+// Shared checks and helpers (ops_common.cpp).
 void check_focal_inputs(const at::Tensor& logits, const at::Tensor& targets, int64_t reduction);
 void check_nms_inputs(const at::Tensor& boxes, const at::Tensor& scores, const at::Tensor& idxs);
 // Sort order for batched NMS: by class, then decreasing score, ties by lower index.
 at::Tensor class_major_order(const at::Tensor& scores, const at::Tensor& idxs);
+// Kept indices (any order) -> by decreasing score, equal scores ordered exactly as
+// torchvision.ops.batched_nms orders them for an input of num_boxes boxes.
+at::Tensor order_kept_by_score(const at::Tensor& kept, const at::Tensor& scores, int64_t num_boxes);
 // The largest float f such that, for every float v, (v > threshold) == (v > f).
 float float_threshold(double threshold);
 

@@ -84,15 +84,11 @@ at::Tensor batched_nms_cpu(const at::Tensor& boxes_in, const at::Tensor& scores_
     });
   });
 
-  // Kept positions in the global score order: gather them, then order by score (stable).
   std::vector<int64_t> kept;
   for (int64_t i = 0; i < N; ++i)
     if (!suppressed[i]) kept.push_back(ord[i]);
-  std::sort(kept.begin(), kept.end());
   auto kept_t = at::from_blob(kept.data(), {static_cast<int64_t>(kept.size())}, at::kLong).clone();
-  const auto kept_scores = scores_in.index_select(0, kept_t);
-  const auto by_score = std::get<1>(kept_scores.sort(/*stable=*/true, /*dim=*/0, /*descending=*/true));
-  return kept_t.index_select(0, by_score);
+  return order_kept_by_score(kept_t, scores_in, N);
 }
 
 }  // namespace retdet

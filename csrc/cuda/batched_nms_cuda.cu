@@ -154,12 +154,10 @@ at::Tensor batched_nms_cuda(const at::Tensor& boxes_in, const at::Tensor& scores
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     }
   });
-  // Unpack the kept bits, map sorted positions back to indices, order by score (stable).
+  // Unpack the kept bits, map sorted positions back to indices, order by score.
   const auto bit = at::arange(kBlock, long_opts);
   const auto keep_flags = at::bitwise_and(at::bitwise_right_shift(kept.unsqueeze(1), bit), 1).reshape({-1}).slice(0, 0, n);
-  auto kept_idx = std::get<0>(order.masked_select(keep_flags.to(at::kBool)).sort());
-  const auto by_score = std::get<1>(scores.index_select(0, kept_idx).sort(/*stable=*/true, /*dim=*/0, true));
-  return kept_idx.index_select(0, by_score);
+  return order_kept_by_score(order.masked_select(keep_flags.to(at::kBool)), scores, n);
 }
 
 }  // namespace retdet

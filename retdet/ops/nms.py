@@ -1,9 +1,12 @@
 """Class-wise (batched) non-maximum suppression: torch.ops.retdet.batched_nms, its fake kernel,
 and the pure-PyTorch reference.
 
-Result: indices of the kept boxes sorted by decreasing score; equal scores put the lower index
-first (the order torchvision.ops.batched_nms gives). Boxes of different classes never suppress
-each other; a box is suppressed by a higher-ranked kept box of its class whose IoU with it is
+Result: indices of the kept boxes sorted by decreasing score, identical to
+torchvision.ops.batched_nms, including the order of equal scores. That order is torchvision's:
+for up to 1000 boxes on CPU (25000 on CUDA) the lower index comes first; for more, torchvision
+orders the kept indices (ascending) with the default, not stable, ``torch.sort(descending=True)``,
+and so do we. Inside a class, of two equal-score boxes the lower index is ranked first (and so
+suppresses the other). Boxes of different classes never suppress each other; a box is suppressed by a higher-ranked kept box of its class whose IoU with it is
 > iou_threshold. Zero-area boxes have IoU 0/0 = NaN with each other, which is not > threshold, so
 they are kept (as in torchvision).
 """
@@ -51,8 +54,14 @@ def batched_nms_reference(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_thres
             if not suppressed[i]:
                 suppressed[i + 1:] |= over[i, i + 1:]
         kept.append(members[~suppressed.to(members.device)])
-    kept_idx = torch.sort(torch.cat(kept)).values
-    return kept_idx[torch.sort(scores[kept_idx], stable=True, descending=True).indices]
+    return order_kept_by_score(torch.cat(kept), scores, boxes.shape[0])
+
+
+def order_kept_by_score(kept: Tensor, scores: Tensor, num_boxes: int) -> Tensor:
+    """Kept indices -> by decreasing score, equal scores in torchvision's order (module docstring)."""
+    kept_asc = torch.sort(kept).values
+    stable = num_boxes * 4 <= (100000 if kept.is_cuda else 4000)  # torchvision's path choice
+    return kept_asc[torch.sort(scores[kept_asc], stable=stable, descending=True).indices]
 
 
 def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: float) -> Tensor:
@@ -64,7 +73,7 @@ def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: floa
         idxs: (N,) integer class (or image-and-class) index of each box.
         iou_threshold: a box is removed when its IoU with a kept box of its class is greater.
 
-    Returns (K,) int64 indices of the kept boxes, by decreasing score (ties: lower index first).
+    Returns (K,) int64 indices of the kept boxes, by decreasing score (ties: see the module docstring).
     Raises for NaN or inf boxes or scores.
     """
     if _extension.has_extension():

@@ -50,6 +50,19 @@ at::Tensor class_major_order(const at::Tensor& scores, const at::Tensor& idxs) {
   return by_score.index_select(0, by_class);
 }
 
+at::Tensor order_kept_by_score(const at::Tensor& kept, const at::Tensor& scores, int64_t num_boxes) {
+  const auto kept_asc = std::get<0>(kept.sort());
+  const auto kept_scores = scores.index_select(0, kept_asc);
+  // torchvision.ops.batched_nms takes one of two paths, and they order equal scores differently:
+  // up to 1000 boxes on CPU (25000 on CUDA) its NMS order puts the lower index first (a stable
+  // sort); above that it sorts the kept indices, in ascending order, with the default (not stable)
+  // torch.sort(descending=True). Doing the same here makes the result identical in both cases.
+  const int64_t path_limit = kept.is_cuda() ? 100000 : 4000;  // on boxes.numel(), as torchvision
+  const bool stable = num_boxes * 4 <= path_limit;
+  const auto by_score = std::get<1>(kept_scores.sort(stable, /*dim=*/0, /*descending=*/true));
+  return kept_asc.index_select(0, by_score);
+}
+
 float float_threshold(double threshold) {
   float f = static_cast<float>(threshold);
   if (static_cast<double>(f) > threshold) f = std::nextafter(f, -std::numeric_limits<float>::infinity());

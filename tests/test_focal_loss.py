@@ -1,0 +1,200 @@
+"""retdet.ops.sigmoid_focal_loss against torchvision's and fvcore's focal losses, by hand, gradcheck
+and opcheck; CPU always, CUDA (CPU vs CUDA agreement) when available."""
+import math
+
+import pytest
+import torch
+import torchvision
+from fvcore.nn import sigmoid_focal_loss as fvcore_focal_loss
+
+from retdet.ops import sigmoid_focal_loss, sigmoid_focal_loss_reference
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+REDUCTIONS = ["none", "sum", "mean"]
+GAMMAS = [0.0, 1.0, 2.0, 3.5]
+
+
+def make_case(n=257, k=13, seed=0, kind="binary", dtype=torch.float32, device="cpu"):
+    g = torch.Generator().manual_seed(seed)
+    logits = (torch.randn(n, k, generator=g) * 4).to(dtype)
+    if kind == "binary":
+        targets = (torch.rand(n, k, generator=g) < 0.2).to(dtype)
+    elif kind == "soft":
+        targets = torch.rand(n, k, generator=g).to(dtype)
+    else:  # class indices with background (k) and ignore (-1)
+        targets = torch.randint(-1, k + 1, (n,), generator=g)
+    return logits.to(device), targets.to(device)
+
+
+def onehot(labels, k):
+    return torch.nn.functional.one_hot(labels.clamp(min=0), k + 1)[:, :k].float()
+
+
+def test_hand_computed_values():
+    # x = 0: p = 0.5, ce = log 2, (1 - p_t)^2 = 0.25; alpha_t = 0.25 (t = 1) or 0.75 (t = 0).
+    x = torch.zeros(1, 2)
+    t = torch.tensor([[1.0, 0.0]])
+    expected = torch.tensor([[0.25 * math.log(2) * 0.25, 0.75 * math.log(2) * 0.25]])
+    torch.testing.assert_close(sigmoid_focal_loss(x, t, 0.25, 2.0), expected)
+    # x = 2, t = 1, gamma = 1, no alpha: ce = log(1 + e^-2), 1 - p = sigmoid(-2)
+    x = torch.tensor([[2.0]])
+    expected = math.log1p(math.exp(-2)) * (1 / (1 + math.exp(2)))
+    assert sigmoid_focal_loss(x, torch.ones(1, 1), -1.0, 1.0).item() == pytest.approx(expected, rel=1e-6)
+    # class index K (background) is all-zero targets; -1 (ignore) is all zeros, loss and gradient.
+    x = torch.randn(3, 4, requires_grad=True)
+    labels = torch.tensor([4, -1, 2])
+    loss = sigmoid_focal_loss(x, labels, 0.25, 2.0)
+    torch.testing.assert_close(loss[0], sigmoid_focal_loss(x[:1], torch.zeros(1, 4), 0.25, 2.0)[0])
+    assert torch.all(loss[1] == 0)
+    loss.sum().backward()
+    assert torch.all(x.grad[1] == 0) and torch.all(x.grad[0] != 0)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("gamma", GAMMAS)
+@pytest.mark.parametrize("alpha", [0.25, -1.0])
+@pytest.mark.parametrize("kind", ["binary", "soft"])
+def test_float_targets_match_torchvision_and_fvcore(device, reduction, gamma, alpha, kind):
+    logits, targets = make_case(kind=kind, device=device)
+    x1 = logits.clone().requires_grad_()
+    x2 = logits.clone().requires_grad_()
+    x3 = logits.clone().requires_grad_()
+    ours = sigmoid_focal_loss(x1, targets, alpha, gamma, reduction)
+    ref = torchvision.ops.sigmoid_focal_loss(x2, targets, alpha, gamma, reduction)
+    fv = fvcore_focal_loss(x3, targets, alpha, gamma, reduction)
+    torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(ours, fv, rtol=1e-5, atol=1e-6)
+    up = torch.rand_like(ours)
+    (ours * up).sum().backward()
+    (ref * up).sum().backward()
+    (fv * up).sum().backward()
+    torch.testing.assert_close(x1.grad, x2.grad, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(x1.grad, x3.grad, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("gamma", GAMMAS)
+@pytest.mark.parametrize("alpha", [0.25, -1.0])
+def test_int_targets_match_torchvision_one_hot(device, reduction, gamma, alpha):
+    logits, labels = make_case(kind="index", device=device)
+    k = logits.shape[1]
+    valid = labels >= 0
+    x1 = logits.clone().requires_grad_()
+    x2 = logits.clone().requires_grad_()
+    ours = sigmoid_focal_loss(x1, labels, alpha, gamma, reduction)
+    per_elem = torchvision.ops.sigmoid_focal_loss(x2, onehot(labels, k), alpha, gamma, "none") * valid[:, None]
+    ref = {"none": per_elem, "sum": per_elem.sum(), "mean": per_elem.mean()}[reduction]
+    torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-6)
+    ours.sum().backward()
+    ref.sum().backward()
+    torch.testing.assert_close(x1.grad, x2.grad, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("kind", ["binary", "index"])
+def test_half_types_accumulate_in_float32(device, dtype, kind):
+    logits, targets = make_case(n=2000, k=20, kind=kind, dtype=dtype, device=device)
+    x = logits.clone().requires_grad_()
+    ours = sigmoid_focal_loss(x, targets, 0.25, 2.0, "sum")
+    assert ours.dtype == dtype
+    # Reference: the same half inputs, computed in float32.
+    x32 = logits.float().requires_grad_()
+    t32 = targets.float() if targets.is_floating_point() else targets
+    ref = sigmoid_focal_loss_reference(x32, t32, 0.25, 2.0, "sum")
+    torch.testing.assert_close(ours.float(), ref, rtol=1e-2, atol=0)
+    ours.backward()
+    ref.backward()
+    assert x.grad.dtype == dtype
+    torch.testing.assert_close(x.grad.float(), x32.grad, rtol=2e-2, atol=1e-4)
+
+
+@pytest.mark.parametrize("kind", ["binary", "soft", "index"])
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("gamma", [0.0, 0.5, 2.0, 3.5])
+def test_gradcheck_float64(kind, reduction, gamma):
+    logits, targets = make_case(n=9, k=5, kind=kind, dtype=torch.float64)
+    logits.requires_grad_()
+    assert torch.autograd.gradcheck(
+        lambda x: sigmoid_focal_loss(x, targets, 0.25, gamma, reduction), (logits,), eps=1e-6, atol=1e-7
+    )
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("kind", ["binary", "index"])
+@pytest.mark.parametrize("reduction", [0, 1, 2])
+def test_opcheck(device, kind, reduction):
+    logits, targets = make_case(n=33, k=7, kind=kind, device=device)
+    torch.library.opcheck(
+        torch.ops.retdet.sigmoid_focal_loss.default, (logits.requires_grad_(), targets, 0.25, 2.0, reduction)
+    )
+    grad = torch.rand(logits.shape if reduction == 0 else (), device=device)
+    torch.library.opcheck(
+        torch.ops.retdet.sigmoid_focal_loss_backward.default, (grad, logits.detach(), targets, 0.25, 2.0, reduction)
+    )
+
+
+def test_torch_compile_fullgraph():
+    logits, labels = make_case(n=64, k=6, kind="index")
+
+    def loss_fn(x, t):
+        return sigmoid_focal_loss(x * 2.0, t, 0.25, 2.0, "sum")
+
+    compiled = torch.compile(loss_fn, backend="aot_eager", fullgraph=True)
+    x1, x2 = logits.clone().requires_grad_(), logits.clone().requires_grad_()
+    torch.testing.assert_close(compiled(x1, labels), loss_fn(x2, labels))
+    compiled(x1, labels).backward()
+    loss_fn(x2, labels).backward()
+    torch.testing.assert_close(x1.grad, x2.grad)
+
+
+def test_autocast_computes_in_float32():
+    logits, labels = make_case(n=64, k=6, kind="index")
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = sigmoid_focal_loss(logits.bfloat16(), labels, 0.25, 2.0, "sum")
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, sigmoid_focal_loss(logits.bfloat16().float(), labels, 0.25, 2.0, "sum"))
+
+
+def test_empty_and_extreme_logits():
+    empty = torch.zeros(0, 5, requires_grad=True)
+    assert sigmoid_focal_loss(empty, torch.zeros(0, dtype=torch.long), reduction="sum").item() == 0
+    assert sigmoid_focal_loss(empty, torch.zeros(0, dtype=torch.long)).shape == (0, 5)
+    x = torch.tensor([[-200.0, 200.0, 0.0, 88.0, -88.0]], requires_grad=True)
+    t = torch.tensor([[1.0, 0.0, 1.0, 1.0, 0.0]])
+    ours = sigmoid_focal_loss(x, t, 0.25, 2.0)
+    ref = sigmoid_focal_loss_reference(x.double(), t.double(), 0.25, 2.0).float()
+    torch.testing.assert_close(ours, ref)
+    ours.sum().backward()
+    assert torch.isfinite(x.grad).all()
+
+
+def test_bad_inputs_are_clear_errors():
+    x = torch.randn(4, 3)
+    with pytest.raises(RuntimeError, match=r"class index 7 at row 1 is outside \[-1, 3\]"):
+        sigmoid_focal_loss(x, torch.tensor([0, 7, 1, 2]))
+    with pytest.raises(RuntimeError, match="float targets must have the logits' shape"):
+        sigmoid_focal_loss(x, torch.zeros(4, 2))
+    with pytest.raises(RuntimeError, match=r"must be \(N,\)"):
+        sigmoid_focal_loss(x, torch.zeros(3, dtype=torch.long))
+    with pytest.raises(ValueError, match="reduction must be one of"):
+        sigmoid_focal_loss(x, torch.zeros(4, 3), reduction="avg")
+    with pytest.raises(RuntimeError, match=r"logits must be \(N, K\)"):
+        sigmoid_focal_loss(torch.randn(4), torch.zeros(4))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("kind", ["binary", "soft", "index"])
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_cpu_and_cuda_agree(kind, reduction):
+    logits, targets = make_case(n=5000, k=80, kind=kind)
+    xc = logits.clone().requires_grad_()
+    xg = logits.cuda().requires_grad_()
+    lc = sigmoid_focal_loss(xc, targets, 0.25, 2.0, reduction)
+    lg = sigmoid_focal_loss(xg, targets.cuda(), 0.25, 2.0, reduction)
+    torch.testing.assert_close(lg.cpu(), lc, rtol=1e-5, atol=1e-6)
+    lc.sum().backward()
+    lg.sum().backward()
+    torch.testing.assert_close(xg.grad.cpu(), xc.grad, rtol=1e-5, atol=1e-7)
