@@ -6,6 +6,8 @@ namespace retdet {
 
 at::Tensor sigmoid_focal_loss_cpu(const at::Tensor& logits, const at::Tensor& targets, double alpha, double gamma,
                                   int64_t reduction);
+std::tuple<at::Tensor, at::Tensor> sigmoid_focal_loss_with_grad_cpu(const at::Tensor& logits, const at::Tensor& targets,
+                                                                    double alpha, double gamma, int64_t reduction);
 at::Tensor sigmoid_focal_loss_backward_cpu(const at::Tensor& grad_output, const at::Tensor& logits,
                                            const at::Tensor& targets, double alpha, double gamma, int64_t reduction);
 at::Tensor batched_nms_cpu(const at::Tensor& boxes, const at::Tensor& scores, const at::Tensor& idxs,

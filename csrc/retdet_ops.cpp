@@ -10,6 +10,12 @@ TORCH_LIBRARY(retdet, m) {
   // reduction: 0 = none, 1 = mean (over all N*K elements), 2 = sum.
   // targets: int64 (N,) class indices (K = background, -1 = ignore) or floating (N, K).
   m.def("sigmoid_focal_loss(Tensor logits, Tensor targets, float alpha, float gamma, int reduction) -> Tensor");
+  // The loss and, in the same pass, its gradient w.r.t. logits (of the reduced loss; elementwise
+  // for reduction none): what autograd saves so that backward is one multiplication.
+  m.def(
+      "sigmoid_focal_loss_with_grad(Tensor logits, Tensor targets, float alpha, float gamma, int reduction) -> "
+      "(Tensor, Tensor)");
+  // Recomputes the gradient from the logits (the backward of sigmoid_focal_loss).
   m.def(
       "sigmoid_focal_loss_backward(Tensor grad_output, Tensor logits, Tensor targets, float alpha, float gamma, "
       "int reduction) -> Tensor");
@@ -34,6 +40,19 @@ at::Tensor focal_loss_autocast(const at::Tensor& logits, const at::Tensor& targe
   return op.call(at::autocast::cached_cast(at::kFloat, logits, device), float_targets, alpha, gamma, reduction);
 }
 
+template <c10::DeviceType device, c10::DispatchKey key>
+std::tuple<at::Tensor, at::Tensor> focal_loss_with_grad_autocast(const at::Tensor& logits, const at::Tensor& targets,
+                                                                 double alpha, double gamma, int64_t reduction) {
+  c10::impl::ExcludeDispatchKeyGuard no_autocast(key);
+  static auto op = c10::Dispatcher::singleton()
+                       .findSchemaOrThrow("retdet::sigmoid_focal_loss_with_grad", "")
+                       .typed<std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, const at::Tensor&, double, double,
+                                                                 int64_t)>();
+  const auto float_targets = targets.is_floating_point() ? at::autocast::cached_cast(at::kFloat, targets, device)
+                                                         : targets;
+  return op.call(at::autocast::cached_cast(at::kFloat, logits, device), float_targets, alpha, gamma, reduction);
+}
+
 // NMS compares IoUs against a threshold: do it on float32 boxes, never half.
 template <c10::DeviceType device, c10::DispatchKey key>
 at::Tensor batched_nms_autocast(const at::Tensor& boxes, const at::Tensor& scores, const at::Tensor& idxs,
@@ -51,11 +70,15 @@ at::Tensor batched_nms_autocast(const at::Tensor& boxes, const at::Tensor& score
 
 TORCH_LIBRARY_IMPL(retdet, AutocastCPU, m) {
   m.impl("sigmoid_focal_loss", retdet::focal_loss_autocast<c10::DeviceType::CPU, c10::DispatchKey::AutocastCPU>);
+  m.impl("sigmoid_focal_loss_with_grad",
+         retdet::focal_loss_with_grad_autocast<c10::DeviceType::CPU, c10::DispatchKey::AutocastCPU>);
   m.impl("batched_nms", retdet::batched_nms_autocast<c10::DeviceType::CPU, c10::DispatchKey::AutocastCPU>);
 }
 
 TORCH_LIBRARY_IMPL(retdet, AutocastCUDA, m) {
   m.impl("sigmoid_focal_loss", retdet::focal_loss_autocast<c10::DeviceType::CUDA, c10::DispatchKey::AutocastCUDA>);
+  m.impl("sigmoid_focal_loss_with_grad",
+         retdet::focal_loss_with_grad_autocast<c10::DeviceType::CUDA, c10::DispatchKey::AutocastCUDA>);
   m.impl("batched_nms", retdet::batched_nms_autocast<c10::DeviceType::CUDA, c10::DispatchKey::AutocastCUDA>);
 }
 

@@ -80,6 +80,9 @@ def sigmoid_focal_loss(
     if gamma < 0:
         raise ValueError(f"gamma must be >= 0, got {gamma}")
     if _extension.has_extension():
+        if torch.is_grad_enabled() and logits.requires_grad:
+            # Loss and gradient in one pass; backward is then one multiplication.
+            return torch.ops.retdet.sigmoid_focal_loss_with_grad(logits, targets, float(alpha), float(gamma), code)[0]
         return torch.ops.retdet.sigmoid_focal_loss(logits, targets, float(alpha), float(gamma), code)
     _extension.warn_fallback()
     return sigmoid_focal_loss_reference(logits, targets, alpha, gamma, reduction)
@@ -91,6 +94,10 @@ if _extension.has_extension():
     def _focal_fake(logits, targets, alpha, gamma, reduction):
         torch._check(logits.dim() == 2, lambda: "logits must be (N, K)")
         return logits.new_empty(logits.shape) if reduction == 0 else logits.new_empty(())
+
+    @torch.library.register_fake("retdet::sigmoid_focal_loss_with_grad")
+    def _focal_with_grad_fake(logits, targets, alpha, gamma, reduction):
+        return _focal_fake(logits, targets, alpha, gamma, reduction), torch.empty_like(logits)
 
     @torch.library.register_fake("retdet::sigmoid_focal_loss_backward")
     def _focal_backward_fake(grad_output, logits, targets, alpha, gamma, reduction):
@@ -109,4 +116,17 @@ if _extension.has_extension():
 
     torch.library.register_autograd(
         "retdet::sigmoid_focal_loss", _focal_backward, setup_context=_focal_setup_context
+    )
+
+    def _with_grad_setup_context(ctx, inputs, output):
+        ctx.mark_non_differentiable(output[1])
+        ctx.save_for_backward(output[1])
+
+    def _with_grad_backward(ctx, grad_loss, _grad_of_grad):
+        # grad_loss is a scalar for sum/mean (broadcast) and (N, K) for none.
+        (grad,) = ctx.saved_tensors
+        return grad * grad_loss.to(grad.dtype), None, None, None, None
+
+    torch.library.register_autograd(
+        "retdet::sigmoid_focal_loss_with_grad", _with_grad_backward, setup_context=_with_grad_setup_context
     )

@@ -1,0 +1,1 @@
+"""Benchmark cases run by tools/benchmark.py."""

@@ -1,0 +1,109 @@
+"""Op benchmark cases: retdet's fused ops against torchvision's, on the same inputs."""
+from __future__ import annotations
+
+from typing import Callable, Dict, List, Optional
+
+import torch
+import torchvision
+
+from retdet import ops
+from retdet.utils.timing import median_ms
+
+
+def _labels(n: int, k: int, fg_fraction: float, ignore_fraction: float, g: torch.Generator) -> torch.Tensor:
+    """RetinaNet-style anchor labels: mostly background (k), some foreground, some ignored (-1)."""
+    labels = torch.full((n,), k, dtype=torch.long)
+    r = torch.rand(n, generator=g)
+    fg = r < fg_fraction
+    labels[fg] = torch.randint(0, k, (int(fg.sum()),), generator=g)
+    labels[(r >= fg_fraction) & (r < fg_fraction + ignore_fraction)] = -1
+    return labels
+
+
+def _one_hot(labels: torch.Tensor, k: int) -> torch.Tensor:
+    return torch.nn.functional.one_hot(labels.clamp(min=0), k + 1)[:, :k].float()
+
+
+def _focal_pair(logits, ours_targets, ref_logits_rows, ref_targets) -> Dict[str, Callable[[], None]]:
+    """Forward + backward of both implementations, reduction sum (as in training)."""
+
+    def ours():
+        x = logits.detach().requires_grad_()
+        ops.sigmoid_focal_loss(x, ours_targets, 0.25, 2.0, "sum").backward()
+
+    def ref():
+        x = logits.detach().requires_grad_()
+        rows = x if ref_logits_rows is None else x[ref_logits_rows]
+        torchvision.ops.sigmoid_focal_loss(rows, ref_targets, 0.25, 2.0, "sum").backward()
+
+    return {"ours": ours, "ref": ref}
+
+
+def focal_cases(device: str) -> Dict[str, Dict[str, Callable[[], None]]]:
+    g = torch.Generator().manual_seed(0)
+    cases = {}
+    n, k = 100000, 80
+    logits = (torch.randn(n, k, generator=g) - 2).to(device)
+    labels = _labels(n, k, 0.01, 0.0, g)
+    cases["(100000, 80) int targets"] = _focal_pair(logits, labels.to(device), None, _one_hot(labels, k).to(device))
+    onehot = _one_hot(labels, k).to(device)
+    cases["(100000, 80) one-hot float targets"] = _focal_pair(logits, onehot, None, onehot)
+    # RetinaNet batch: 2 images x 120087 anchors (800 x 1344 input, 9 anchors, P3-P7) x 80 classes.
+    n = 2 * 120087
+    logits = (torch.randn(n, k, generator=g) - 4).to(device)
+    labels = _labels(n, k, 0.005, 0.01, g)
+    valid = labels >= 0
+    # The reference does what Detectron2 does: drop ignored anchors, build one-hot targets.
+    cases["RetinaNet batch 2x120k anchors x 80, int targets"] = _focal_pair(
+        logits, labels.to(device), valid.to(device), _one_hot(labels[valid], k).to(device)
+    )
+    return cases
+
+
+def _random_boxes(n: int, scale: float, max_wh: float, g: torch.Generator) -> torch.Tensor:
+    xy = torch.rand(n, 2, generator=g) * scale
+    wh = torch.rand(n, 2, generator=g) * max_wh + 1
+    return torch.cat([xy, xy + wh], 1)
+
+
+def nms_cases(device: str):
+    g = torch.Generator().manual_seed(0)
+    cases = {}
+    n = 20000
+    cases["20k random boxes, 80 classes"] = (
+        _random_boxes(n, 1000, 200, g), torch.rand(n, generator=g), torch.randint(0, 80, (n,), generator=g))
+    # Post-processing input: 5 levels x top-1000 candidates around ~30 objects of a few classes.
+    objects = _random_boxes(30, 1000, 300, g)
+    boxes = objects.repeat(5000 // 30 + 1, 1)[:5000] + torch.randn(5000, 4, generator=g) * 10
+    object_class = torch.randint(0, 80, (30,), generator=g).repeat(5000 // 30 + 1)[:5000]
+    noisy_class = torch.where(torch.rand(5000, generator=g) < 0.2, torch.randint(0, 80, (5000,), generator=g), object_class)
+    cases["RetinaNet post-processing 5x1000, clustered"] = (boxes, torch.rand(5000, generator=g), noisy_class)
+    n = 200000
+    cases["200k random boxes, 80 classes"] = (
+        _random_boxes(n, 4000, 200, g), torch.rand(n, generator=g), torch.randint(0, 80, (n,), generator=g))
+    return {name: tuple(t.to(device) for t in case) for name, case in cases.items()}
+
+
+def run_op_benchmarks(device: str = "cpu", runs: int = 20, warmup: int = 3, only: Optional[List[str]] = None):
+    results = []
+
+    def wanted(name: str) -> bool:
+        return not only or any(o.lower() in name.lower() for o in only)
+
+    for case, fns in focal_cases(device).items():
+        if not wanted("sigmoid_focal_loss " + case):
+            continue
+        ours = median_ms(fns["ours"], device=device, runs=runs, warmup=warmup)
+        ref = median_ms(fns["ref"], device=device, runs=runs, warmup=warmup)
+        results.append(dict(name="sigmoid_focal_loss fwd+bwd", case=case, ours_ms=ours, ref_ms=ref, speedup=ref / ours))
+    for case, (boxes, scores, idxs) in nms_cases(device).items():
+        if not wanted("batched_nms " + case):
+            continue
+        same = torch.equal(ops.batched_nms(boxes, scores, idxs, 0.5), torchvision.ops.batched_nms(boxes, scores, idxs, 0.5))
+        if not same:
+            raise AssertionError(f"batched_nms differs from torchvision on {case!r}")
+        n_runs = max(5, runs // 4) if len(boxes) > 100000 else runs  # the 200k reference is slow
+        ours = median_ms(lambda: ops.batched_nms(boxes, scores, idxs, 0.5), device=device, runs=n_runs, warmup=1)
+        ref = median_ms(lambda: torchvision.ops.batched_nms(boxes, scores, idxs, 0.5), device=device, runs=n_runs, warmup=1)
+        results.append(dict(name="batched_nms", case=case, ours_ms=ours, ref_ms=ref, speedup=ref / ours))
+    return results
