@@ -24,7 +24,7 @@ CSRC := $(shell find csrc -type f 2>/dev/null)
 .PHONY: demo test install clean-build
 
 demo: $(VENV)/.ext-stamp
-	$(PY) tools/demo.py
+	$(PY) tools/quickstart.py
 
 test: $(VENV)/.ext-stamp
 	$(PY) -m pytest -q tests

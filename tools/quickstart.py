@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""`make demo`: what retdet can run today on its embedded defaults, with no download.
+"""`make demo` (tools/quickstart.py): what retdet can run today on its embedded defaults, with no download.
 
 1. the environment (versions, compiled kernels);
 2. the quickstart config, resolved with a command-line style override, written next to the run and
