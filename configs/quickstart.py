@@ -7,6 +7,7 @@ imports = []
 
 model.backbone.depth = 18
 model.backbone.freeze_at = 0
+model.backbone.norm = "BN"  # trained from scratch: batch statistics, not frozen ones
 model.neck.out_channels = 128
 model.head.num_classes = 4
 model.head.num_convs = 2

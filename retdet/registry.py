@@ -38,6 +38,7 @@ __all__ = [
     "LR_SCHEDULERS",
     "HOOKS",
     "EVALUATORS",
+    "POSTPROCESSORS",
 ]
 
 T = TypeVar("T")
@@ -153,6 +154,7 @@ OPTIMIZERS: Registry = Registry("optimizers")
 LR_SCHEDULERS: Registry = Registry("lr_schedulers")
 HOOKS: Registry = Registry("hooks")
 EVALUATORS: Registry = Registry("evaluators")
+POSTPROCESSORS: Registry = Registry("postprocessors")
 
 
 def lookup(type_name: str, registry: Optional[Registry] = None) -> Callable[..., Any]:
@@ -241,5 +243,8 @@ def build(cfg: Mapping, registry: Optional[Registry] = None, *, where: str = "cf
     if not callable(cls):
         raise TypeError(f"{where}.type: {type_value!r} is neither a registered name nor a class")
     _check_arguments(cls, kwargs, where)
-    kwargs = {k: _build_value(v, f"{where}.{k}") for k, v in kwargs.items()}
+    # A class with `build_nested = False` builds its own parts (e.g. a detector that must pass
+    # the backbone's output shapes to the neck); it receives the config nodes as they are.
+    if getattr(cls, "build_nested", True):
+        kwargs = {k: _build_value(v, f"{where}.{k}") for k, v in kwargs.items()}
     return cls(**kwargs)

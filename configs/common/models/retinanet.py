@@ -17,7 +17,7 @@ model = dict(
     box_coder=dict(type="DeltaXYWHBoxCoder", weights=(1.0, 1.0, 1.0, 1.0), scale_clamp=4.135166556742356),
     cls_loss=dict(type="SigmoidFocalLoss", alpha=0.25, gamma=2.0),
     box_loss=dict(type="SmoothL1Loss", beta=0.1),
-    loss_normalizer=dict(momentum=0.9, initial=100.0),
+    loss_normalizer=dict(mode="ema", momentum=0.9, initial=100.0),
     postprocess=dict(
         type="RetinaNetPostProcess", score_threshold=0.05, topk_per_level=1000, nms_threshold=0.5, max_detections=100
     ),

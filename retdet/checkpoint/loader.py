@@ -1,0 +1,60 @@
+"""Loading a (converted) checkpoint into a model, with a clear report."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import List, Mapping
+
+import torch
+from iopath.common.file_io import PathManager
+from torch import Tensor, nn
+
+from retdet.utils.logger import format_table
+
+_paths = PathManager()
+
+
+@dataclass
+class IncompatibleKeys:
+    missing: List[str] = field(default_factory=list)      # in the model, not in the checkpoint
+    unexpected: List[str] = field(default_factory=list)   # in the checkpoint, not in the model
+
+    def table(self) -> str:
+        rows = [("missing (kept at init)", k) for k in self.missing] + [("unexpected (ignored)", k) for k in self.unexpected]
+        return format_table(rows, ["status", "key"]) if rows else "all keys matched"
+
+
+def read_state_dict(path: str) -> Mapping[str, Tensor]:
+    """A state dict from ``path`` (any iopath path), loaded with weights_only=True.
+
+    Accepts a bare state dict or a training checkpoint holding it under "model".
+    """
+    if not _paths.exists(path):
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    with _paths.open(path, "rb") as f:
+        data = torch.load(f, map_location="cpu", weights_only=True)
+    if isinstance(data, Mapping) and "model" in data and isinstance(data["model"], Mapping):
+        data = data["model"]
+    if not isinstance(data, Mapping):
+        raise ValueError(f"{path}: expected a state dict, found {type(data).__name__}")
+    return data
+
+
+def load_weights(model: nn.Module, path: str, *, logger: logging.Logger = None) -> IncompatibleKeys:
+    """Load ``path`` into ``model`` non-strictly; report missing/unexpected keys as a table.
+
+    A key whose shape differs from the model's is an error naming the key and both shapes (a
+    silent skip would leave a randomly initialised layer behind).
+    """
+    state = read_state_dict(path)
+    own = model.state_dict()
+    mismatched = [(k, tuple(v.shape), tuple(own[k].shape)) for k, v in state.items()
+                  if k in own and tuple(v.shape) != tuple(own[k].shape)]
+    if mismatched:
+        lines = "\n".join(f"  {k}: checkpoint {a} vs model {b}" for k, a, b in mismatched)
+        raise ValueError(f"{path}: {len(mismatched)} tensor(s) have a different shape than the model's "
+                         f"(wrong config, e.g. num_classes?):\n{lines}")
+    result = model.load_state_dict(state, strict=False)
+    keys = IncompatibleKeys(missing=list(result.missing_keys), unexpected=list(result.unexpected_keys))
+    (logger or logging.getLogger("retdet")).info("Loaded %s\n%s", path, keys.table())
+    return keys

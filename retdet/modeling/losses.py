@@ -1,0 +1,131 @@
+"""Losses: sigmoid focal loss for classification; smooth L1, L1 or GIoU for boxes; the normaliser.
+
+Each loss returns the *sum* over its inputs; the detector divides by the normaliser.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from retdet import ops
+from retdet.registry import LOSSES
+
+
+@LOSSES.register()
+class SigmoidFocalLoss(nn.Module):
+    """Focal loss over anchors, from class-index targets (K = background, -1 = ignore).
+
+    forward: logits (R, K), labels (R,) int64 -> scalar sum. Uses the fused op (no one-hot tensor).
+    """
+
+    def __init__(self, *, alpha: float = 0.25, gamma: float = 2.0) -> None:
+        super().__init__()
+        self.alpha, self.gamma = alpha, gamma
+
+    def forward(self, logits: Tensor, labels: Tensor) -> Tensor:
+        return ops.sigmoid_focal_loss(logits, labels, self.alpha, self.gamma, "sum")
+
+
+class BoxLoss(nn.Module):
+    """Base of the box losses. ``on_boxes``: the loss compares decoded boxes (GIoU), else deltas."""
+
+    on_boxes = False
+
+    def forward(self, pred: Tensor, target: Tensor) -> Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+@LOSSES.register()
+class SmoothL1Loss(BoxLoss):
+    """Smooth L1 on deltas: 0.5 x^2 / beta for |x| < beta, else |x| - 0.5 beta; beta = 0 is L1."""
+
+    def __init__(self, *, beta: float = 0.1) -> None:
+        super().__init__()
+        if beta < 0:
+            raise ValueError(f"SmoothL1Loss beta must be >= 0, got {beta}")
+        self.beta = beta
+
+    def forward(self, pred: Tensor, target: Tensor) -> Tensor:
+        diff = (pred - target).abs()
+        if self.beta < 1e-5:
+            return diff.sum()
+        return torch.where(diff < self.beta, 0.5 * diff * diff / self.beta, diff - 0.5 * self.beta).sum()
+
+
+@LOSSES.register()
+class L1Loss(BoxLoss):
+    """L1 on deltas (torchvision's RetinaNet v1)."""
+
+    def forward(self, pred: Tensor, target: Tensor) -> Tensor:
+        return (pred - target).abs().sum()
+
+
+@LOSSES.register()
+class GIoULoss(BoxLoss):
+    """1 - generalised IoU (Rezatofighi et al. 2019) between decoded and target xyxy boxes."""
+
+    on_boxes = True
+
+    def __init__(self, *, eps: float = 1e-7) -> None:
+        super().__init__()
+        self.eps = eps
+
+    def forward(self, pred: Tensor, target: Tensor) -> Tensor:
+        return giou_loss(pred, target, self.eps).sum()
+
+
+def giou_loss(boxes1: Tensor, boxes2: Tensor, eps: float = 1e-7) -> Tensor:
+    """Elementwise 1 - GIoU of (R, 4) xyxy boxes -> (R,)."""
+    x1, y1, x2, y2 = boxes1.unbind(-1)
+    u1, v1, u2, v2 = boxes2.unbind(-1)
+    inter = (torch.min(x2, u2) - torch.max(x1, u1)).clamp(min=0) * (torch.min(y2, v2) - torch.max(y1, v1)).clamp(min=0)
+    union = (x2 - x1) * (y2 - y1) + (u2 - u1) * (v2 - v1) - inter
+    iou = inter / (union + eps)
+    hull = (torch.max(x2, u2) - torch.min(x1, u1)) * (torch.max(y2, v2) - torch.min(y1, v1))
+    return 1 - iou + (hull - union) / (hull + eps)
+
+
+class LossNormalizer(nn.Module):
+    """What the summed losses are divided by.
+
+    mode:
+        "ema": an exponential moving average of the number of foreground anchors per batch (summed
+            over workers, divided by the world size), momentum 0.9, starting at 100 (Detectron2).
+        "batch": the batch's number of foreground anchors (at least 1).
+        "per_image": each image's loss divided by its own foreground count (at least 1), then the
+            mean over images (torchvision).
+    """
+
+    MODES = ("ema", "batch", "per_image")
+
+    def __init__(self, *, mode: str = "ema", momentum: float = 0.9, initial: float = 100.0) -> None:
+        super().__init__()
+        if mode not in self.MODES:
+            raise ValueError(f"loss normaliser mode must be one of {self.MODES}, got {mode!r}")
+        self.mode, self.momentum = mode, momentum
+        # A buffer: saved in checkpoints, so a resumed run continues with the same value.
+        self.register_buffer("ema", torch.tensor(float(initial)), persistent=True)
+
+    def batch_normalizer(self, num_foreground: Tensor) -> Tensor:
+        """For "ema" and "batch": the divisor given this batch's foreground count (a 0-dim tensor)."""
+        count = num_foreground.float().clamp(min=1.0)
+        if self.mode == "batch":
+            return count
+        if self.training:
+            count = _mean_over_workers(count)
+            with torch.no_grad():
+                self.ema.mul_(self.momentum).add_((1 - self.momentum) * count)
+        return self.ema.clamp(min=1.0)
+
+
+def _mean_over_workers(value: Tensor) -> Tensor:
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return value
+    value = value.clone()
+    dist.all_reduce(value)
+    return value / dist.get_world_size()
+
+
+__all__ = ["BoxLoss", "GIoULoss", "L1Loss", "LossNormalizer", "SigmoidFocalLoss", "SmoothL1Loss", "giou_loss"]

@@ -1,0 +1,105 @@
+"""From raw head outputs to per-image detections (a separate object from the network)."""
+from __future__ import annotations
+
+from typing import List, Optional, Sequence, Tuple
+
+import torch
+from torch import Tensor
+
+from retdet import ops
+from retdet.registry import POSTPROCESSORS
+from retdet.structures import Detections
+
+from .box_coder import DeltaXYWHBoxCoder
+
+
+@POSTPROCESSORS.register()
+class RetinaNetPostProcess:
+    """Score threshold, top-k per level, box decoding, class-wise NMS, the best detections.
+
+    Args:
+        score_threshold: candidates need sigmoid score > this.
+        topk_per_level: at most this many candidates per level (by score) before NMS.
+        nms_threshold: class-wise NMS IoU threshold.
+        max_detections: detections kept per image.
+        box_coder: decodes deltas against anchors (given by the detector).
+
+    All of it runs in float32 with autocast off: scores near the threshold and large box
+    coordinates must not be rounded to half precision.
+    """
+
+    def __init__(
+        self,
+        *,
+        score_threshold: float = 0.05,
+        topk_per_level: int = 1000,
+        nms_threshold: float = 0.5,
+        max_detections: int = 100,
+        box_coder: Optional[DeltaXYWHBoxCoder] = None,
+    ) -> None:
+        self.score_threshold, self.topk_per_level = score_threshold, topk_per_level
+        self.nms_threshold, self.max_detections = nms_threshold, max_detections
+        self.box_coder = box_coder or DeltaXYWHBoxCoder()
+
+    def __call__(
+        self,
+        logits_per_level: Sequence[Tensor],
+        deltas_per_level: Sequence[Tensor],
+        anchors_per_level: Sequence[Tensor],
+        image_sizes: Sequence[Tuple[int, int]],
+        original_sizes: Sequence[Tuple[int, int]],
+        image_ids: Sequence[Optional[int]] = (),
+    ) -> List[Detections]:
+        """logits (N, Hi*Wi*A, K), deltas (N, Hi*Wi*A, 4), anchors (Hi*Wi*A, 4) per level ->
+        one Detections per image, boxes in original-image pixels."""
+        device_type = logits_per_level[0].device.type
+        results = []
+        with torch.autocast(device_type=device_type, enabled=False):
+            for i, (image_size, original_size) in enumerate(zip(image_sizes, original_sizes)):
+                dets = self.single_image(
+                    [lg[i].float() for lg in logits_per_level],
+                    [d[i].float() for d in deltas_per_level],
+                    anchors_per_level,
+                    image_size,
+                )
+                dets.boxes = rescale_boxes(dets.boxes, image_size, original_size)
+                dets.image_id = image_ids[i] if i < len(image_ids) else None
+                results.append(dets)
+        return results
+
+    def single_image(self, logits: Sequence[Tensor], deltas: Sequence[Tensor], anchors: Sequence[Tensor],
+                     image_size: Tuple[int, int]) -> Detections:
+        boxes_all, scores_all, labels_all = [], [], []
+        for logits_l, deltas_l, anchors_l in zip(logits, deltas, anchors):
+            num_classes = logits_l.shape[-1]
+            scores = torch.sigmoid(logits_l).flatten()
+            candidates = torch.nonzero(scores > self.score_threshold).flatten()
+            scores = scores[candidates]
+            k = min(self.topk_per_level, candidates.numel())
+            scores, order = scores.topk(k)
+            candidates = candidates[order]
+            anchor_idx = torch.div(candidates, num_classes, rounding_mode="floor")
+            boxes = self.box_coder.decode(deltas_l[anchor_idx], anchors_l[anchor_idx])
+            boxes_all.append(clip_boxes(boxes, image_size))
+            scores_all.append(scores)
+            labels_all.append(candidates % num_classes)
+        boxes, scores, labels = torch.cat(boxes_all), torch.cat(scores_all), torch.cat(labels_all)
+        keep = ops.batched_nms(boxes, scores, labels, self.nms_threshold)[: self.max_detections]
+        return Detections(boxes=boxes[keep], scores=scores[keep], labels=labels[keep])
+
+
+def clip_boxes(boxes: Tensor, image_size: Tuple[int, int]) -> Tensor:
+    """Clip (R, 4) xyxy boxes to [0, width] x [0, height]."""
+    h, w = image_size
+    x = boxes[:, 0::2].clamp(min=0, max=w)
+    y = boxes[:, 1::2].clamp(min=0, max=h)
+    return torch.stack([x[:, 0], y[:, 0], x[:, 1], y[:, 1]], dim=1)
+
+
+def rescale_boxes(boxes: Tensor, image_size: Tuple[int, int], original_size: Tuple[int, int]) -> Tensor:
+    """Boxes in the (resized) model input -> boxes in the original image."""
+    if tuple(image_size) == tuple(original_size):
+        return boxes
+    sy = original_size[0] / image_size[0]
+    sx = original_size[1] / image_size[1]
+    return boxes * torch.tensor([sx, sy, sx, sy], dtype=boxes.dtype, device=boxes.device)
