@@ -63,6 +63,7 @@ def test_missing_config_file(tmp_path):
         ("4", 4), ("-2", -2), ("0.01", 0.01), ("1e-4", 1e-4), ("True", True), ("false", False),
         ("None", None), ("null", None), ("[1, 2]", [1, 2]), ("(800, 1333)", (800, 1333)),
         ("'GN'", "GN"), ("GN", "GN"), ("a/b.pth", "a/b.pth"), ("[0.5, 1.0, 2.0]", [0.5, 1.0, 2.0]),
+        ("[dict(type='RandomFlip', prob=0.5)]", [{"type": "RandomFlip", "prob": 0.5}]), ("print(1)", "print(1)"),
     ],
 )
 def test_parse_value_types(text, expected):

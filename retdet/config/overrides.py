@@ -1,7 +1,7 @@
 """Command-line overrides: ``a.b.c=value`` changes an existing key, ``+a.b.c=value`` adds one.
 
 Values are Python literals (``4``, ``0.01``, ``True``, ``None``, ``[1, 2]``, ``(800, 1333)``,
-``'text'``); ``true``/``false``/``none``/``null`` are accepted too, and anything that is not a
+``'text'``, and ``dict(type="RandomFlip", prob=0.5)``); ``true``/``false``/``none``/``null`` are accepted too, and anything that is not a
 literal is taken as a string (``model.backbone.norm=GN``). List elements are addressed by index
 (``data.transforms.0.max_size=1000``). Changing a key that does not exist is an error with a
 did-you-mean suggestion, so a typo never silently does nothing.
@@ -19,14 +19,27 @@ __all__ = ["apply_overrides", "parse_override", "parse_value", "unknown_key_mess
 _WORDS = {"true": True, "false": False, "none": None, "null": None}
 
 
+def _literal(node: ast.AST) -> Any:
+    """ast.literal_eval's literals, plus ``dict(key=literal, ...)`` calls (how configs write nodes)."""
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "dict" and not node.args:
+        return {kw.arg: _literal(kw.value) for kw in node.keywords if kw.arg is not None}
+    if isinstance(node, ast.List):
+        return [_literal(e) for e in node.elts]
+    if isinstance(node, ast.Tuple):
+        return tuple(_literal(e) for e in node.elts)
+    if isinstance(node, ast.Dict):
+        return {_literal(k): _literal(v) for k, v in zip(node.keys, node.values)}
+    return ast.literal_eval(node)
+
+
 def parse_value(text: str) -> Any:
     """A typed value from its command-line text (see module docstring)."""
     stripped = text.strip()
     if stripped.lower() in _WORDS:
         return _WORDS[stripped.lower()]
     try:
-        return ast.literal_eval(stripped)
-    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        return _literal(ast.parse(stripped, mode="eval").body)
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
         return text
 
 

@@ -1,0 +1,99 @@
+"""Building datasets and data loaders from the config's ``dataloader`` node."""
+from __future__ import annotations
+
+import logging
+import random
+from typing import Any, List, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from torch.utils.data import BatchSampler, DataLoader
+
+from retdet.registry import TRANSFORMS, build
+
+from .catalog import get_dataset, register_coco
+from .dataset import DetectionDataset
+from .records import DatasetInfo
+from .samplers import GroupedBatchSampler, InferenceSampler, TrainingSampler
+
+logger = logging.getLogger("retdet")
+
+
+def register_from_config(entries: Sequence[Mapping]) -> None:
+    """``dataloader.register``: [dict(name=, json_file=, image_root=)] -> register_coco (idempotent)."""
+    from .catalog import _LOADERS
+
+    for entry in entries or ():
+        missing = {"name", "json_file", "image_root"} - set(entry)
+        if missing:
+            raise KeyError(f"dataloader.register entry {dict(entry)} lacks {sorted(missing)}")
+        register_coco(entry["name"], entry["json_file"], entry["image_root"], overwrite=entry["name"] in _LOADERS)
+
+
+def merge_datasets(names: Sequence[str], *, filter_empty: bool = False) -> DatasetInfo:
+    """The named datasets' records together (their classes must agree), optionally without images
+    that have no boxes."""
+    if not names:
+        raise ValueError("dataloader: dataset.names is empty")
+    infos = [get_dataset(n) for n in names]
+    for other in infos[1:]:
+        if other.class_names != infos[0].class_names:
+            raise ValueError(f"datasets {infos[0].name} and {other.name} have different classes: "
+                             f"{infos[0].class_names} vs {other.class_names}")
+    records = [r for info in infos for r in info.records]
+    if filter_empty:
+        records = [r for r in records if len(r.boxes) > 0]
+    return DatasetInfo(name="+".join(names), records=records, class_names=infos[0].class_names,
+                       label_to_category_id=infos[0].label_to_category_id, json_file=infos[0].json_file,
+                       image_root=infos[0].image_root)
+
+
+def build_transforms(cfgs: Sequence[Mapping]) -> List[Any]:
+    if cfgs is not None and not isinstance(cfgs, (list, tuple)):
+        raise TypeError(f"transforms must be a list of config nodes, got {cfgs!r}")
+    return [build(c, TRANSFORMS, where=f"transforms[{i}]") for i, c in enumerate(cfgs or ())]
+
+
+def trivial_collate(batch: List[Any]) -> List[Any]:
+    """The model pads and normalises its own batch (Preprocessor), so a batch is a list of samples."""
+    return batch
+
+
+def worker_init(worker_id: int) -> None:
+    """Seed python/numpy in each worker from torch's per-worker seed (base seed + worker id)."""
+    seed = torch.initial_seed() % 2**32
+    random.seed(seed)
+    np.random.seed(seed)
+
+
+def build_train_loader(cfg: Mapping, *, input_format: str, seed: int = 0, rank: int = 0, world_size: int = 1,
+                       start_batch: int = 0) -> Tuple[DataLoader, DetectionDataset]:
+    """An infinite loader of this rank's batches (total_batch_size / world_size images each)."""
+    total = int(cfg["total_batch_size"])
+    if total % world_size:
+        raise ValueError(f"dataloader.train.total_batch_size={total} is not divisible by {world_size} workers")
+    info = merge_datasets(cfg["dataset"]["names"], filter_empty=cfg["dataset"].get("filter_empty", False))
+    dataset = DetectionDataset(info, build_transforms(cfg.get("transforms")), input_format=input_format,
+                               skip_bad_images=cfg.get("skip_bad_images", False))
+    sampler = TrainingSampler(len(dataset), seed=seed, rank=rank, world_size=world_size)
+    landscape = [r.width >= r.height for r in info.records]
+    batches = GroupedBatchSampler(sampler, landscape, total // world_size,
+                                  group=cfg.get("aspect_ratio_grouping", True), start_batch=start_batch)
+    workers = int(cfg.get("num_workers", 0))
+    loader = DataLoader(dataset, batch_sampler=batches, num_workers=workers, collate_fn=trivial_collate,
+                        pin_memory=cfg.get("pin_memory", False), worker_init_fn=worker_init,
+                        persistent_workers=False, generator=torch.Generator().manual_seed(seed + rank))
+    return loader, dataset
+
+
+def build_test_loader(cfg: Mapping, *, input_format: str, rank: int = 0, world_size: int = 1,
+                      names: Optional[Sequence[str]] = None) -> Tuple[DataLoader, DetectionDataset]:
+    """Each image once across ranks, in order, no shuffling."""
+    info = merge_datasets(names or cfg["dataset"]["names"], filter_empty=cfg["dataset"].get("filter_empty", False))
+    dataset = DetectionDataset(info, build_transforms(cfg.get("transforms")), input_format=input_format,
+                               skip_bad_images=cfg.get("skip_bad_images", False))
+    batches = BatchSampler(InferenceSampler(len(dataset), rank=rank, world_size=world_size),
+                           batch_size=int(cfg.get("batch_size", 1)), drop_last=False)
+    loader = DataLoader(dataset, batch_sampler=batches, num_workers=int(cfg.get("num_workers", 0)),
+                        collate_fn=trivial_collate, pin_memory=cfg.get("pin_memory", False), worker_init_fn=worker_init)
+    return loader, dataset
