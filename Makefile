@@ -23,8 +23,9 @@ CSRC := $(shell find csrc -type f 2>/dev/null)
 
 .PHONY: demo test install clean-build
 
+# The main job: train configs/quickstart.py from scratch on the embedded synthetic set, then evaluate.
 demo: $(VENV)/.ext-stamp
-	$(PY) tools/quickstart.py
+	$(PY) tools/train_net.py --config configs/quickstart.py
 
 test: $(VENV)/.ext-stamp
 	$(PY) -m pytest -q tests

@@ -124,10 +124,12 @@ def test_shipped_configs_load_and_round_trip(name, tmp_path):
 
 def test_r101_overrides_the_common_model():
     r50 = load_config(os.path.join(CONFIGS, "retinanet_R50_FPN_1x.py"))
-    r101 = load_config(os.path.join(CONFIGS, "retinanet_R101_FPN_1x.py"))
+    r101 = load_config(os.path.join(CONFIGS, "retinanet_R101_FPN_3x.py"))
     assert r50.model.backbone.depth == 50 and r101.model.backbone.depth == 101
+    assert r101.train.max_iter == 270000 and r101.lr_scheduler.milestones == [210000, 250000]
     r101.model.backbone.depth = 50
     r101.train.output_dir = r50.train.output_dir
+    r101.train.max_iter, r101.lr_scheduler.milestones = r50.train.max_iter, r50.lr_scheduler.milestones
     assert r101 == r50  # nothing else differs
 
 

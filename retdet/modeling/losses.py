@@ -89,11 +89,15 @@ class LossNormalizer(nn.Module):
     """What the summed losses are divided by.
 
     mode:
-        "ema": an exponential moving average of the number of foreground anchors per batch (summed
-            over workers, divided by the world size), momentum 0.9, starting at 100 (Detectron2).
-        "batch": the batch's number of foreground anchors (at least 1).
+        "ema": an exponential moving average of the number of foreground anchors in the whole batch
+            (all workers), momentum 0.9, starting at 100 (Detectron2's scheme, computed on the global
+            batch so that N workers train exactly like one process with the same total batch).
+        "batch": the whole batch's number of foreground anchors (at least 1).
         "per_image": each image's loss divided by its own foreground count (at least 1), then the
             mean over images (torchvision).
+
+    With several workers, DDP averages gradients over them; ``world_scale`` (the world size)
+    multiplies each worker's loss so that the average equals the global-batch loss.
     """
 
     MODES = ("ema", "batch", "per_image")
@@ -107,25 +111,26 @@ class LossNormalizer(nn.Module):
         self.register_buffer("ema", torch.tensor(float(initial)), persistent=True)
 
     def batch_normalizer(self, num_foreground: Tensor) -> Tensor:
-        """For "ema" and "batch": the divisor given this batch's foreground count (a 0-dim tensor)."""
-        count = num_foreground.float().clamp(min=1.0)
-        if self.mode == "batch":
-            return count
-        if self.training:
-            count = _mean_over_workers(count)
-            with torch.no_grad():
-                self.ema.mul_(self.momentum).add_((1 - self.momentum) * count)
-        return self.ema.clamp(min=1.0)
+        """For "ema" and "batch": this worker's divisor given its foreground count (a 0-dim tensor)."""
+        total, world = _sum_over_workers(num_foreground.detach().float())
+        count = total.clamp(min=1.0)
+        if self.mode == "ema":
+            if self.training:
+                with torch.no_grad():
+                    self.ema.mul_(self.momentum).add_((1 - self.momentum) * count)
+            count = self.ema.clamp(min=1.0)
+        return count / world
 
 
-def _mean_over_workers(value: Tensor) -> Tensor:
+def _sum_over_workers(value: Tensor):
+    """(sum of ``value`` over workers, world size); (value, 1) without distribution."""
     import torch.distributed as dist
 
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return value
+        return value, 1
     value = value.clone()
     dist.all_reduce(value)
-    return value / dist.get_world_size()
+    return value, dist.get_world_size()
 
 
 __all__ = ["BoxLoss", "GIoULoss", "L1Loss", "LossNormalizer", "SigmoidFocalLoss", "SmoothL1Loss", "giou_loss"]

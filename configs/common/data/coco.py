@@ -3,6 +3,7 @@ dataloader = dict(
     train=dict(
         dataset=dict(names=["coco_2017_train"], filter_empty=True),
         transforms=[
+            # short side 640..800 in steps of 32, long side at most 1333
             dict(type="ResizeShortestEdge", short_edge_length=(640, 672, 704, 736, 768, 800), max_size=1333),
             dict(type="RandomFlip", prob=0.5),
         ],

@@ -1,0 +1,43 @@
+# BCCD blood cells (../shared/datasets/bccd; for benchmarks and tests, not shipped): RetinaNet R18-FPN
+# from scratch on a CPU. The dataset is registered from this config.
+import os
+
+from .quickstart import imports, lr_scheduler, model, optimizer, train
+
+_BCCD = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "datasets", "bccd")
+
+model.head.num_classes = 3
+model.anchor_generator.sizes = [16, 32, 64, 128, 256]
+
+dataloader = dict(
+    register=[
+        dict(name="bccd_train", json_file=os.path.join(_BCCD, "annotations", "instances_train.json"),
+             image_root=os.path.join(_BCCD, "images")),
+        dict(name="bccd_val", json_file=os.path.join(_BCCD, "annotations", "instances_val.json"),
+             image_root=os.path.join(_BCCD, "images")),
+    ],
+    train=dict(
+        dataset=dict(names=["bccd_train"], filter_empty=True),
+        transforms=[
+            dict(type="ResizeShortestEdge", short_edge_length=(288, 320, 352), max_size=480),
+            dict(type="RandomFlip", prob=0.5),
+            dict(type="RandomFlip", prob=0.5, horizontal=False),
+        ],
+        total_batch_size=4,
+        num_workers=2,
+        aspect_ratio_grouping=True,
+    ),
+    test=dict(
+        dataset=dict(names=["bccd_val"], filter_empty=False),
+        transforms=[dict(type="ResizeShortestEdge", short_edge_length=320, max_size=480)],
+        batch_size=4,
+        num_workers=2,
+    ),
+    evaluator=dict(type="COCOEvaluator"),
+)
+
+optimizer.lr = 0.01
+lr_scheduler.milestones = [2400, 2800]
+train.max_iter = 3000
+train.checkpoint_period = 500
+train.output_dir = "./output/bccd_R18_FPN"

@@ -1,0 +1,80 @@
+"""Starting worker processes: N per machine (NCCL on GPUs, gloo on CPU), several machines, or torchrun.
+
+A worker that raises stops the run: the launcher terminates the other workers and re-raises with the
+failed worker's traceback, instead of leaving them blocked in a collective.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from datetime import timedelta
+from typing import Any, Callable, Sequence
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+logger = logging.getLogger("retdet")
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launched_by_torchrun() -> bool:
+    return all(k in os.environ for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"))
+
+
+def _backend() -> str:
+    return "nccl" if torch.cuda.is_available() else "gloo"
+
+
+def launch(main: Callable[..., Any], num_processes: int, *, num_machines: int = 1, machine_rank: int = 0,
+           dist_url: str = "auto", args: Sequence[Any] = (), timeout_minutes: int = 30) -> None:
+    """Run ``main(*args)`` in every worker.
+
+    Under torchrun the process group comes from its environment. Otherwise, with one worker in
+    total, ``main`` runs in this process; with more, ``num_processes`` workers are spawned here and
+    join the others (``num_machines`` x ``num_processes`` in total) at ``dist_url``.
+    """
+    if launched_by_torchrun():
+        _init(dist_url="env://", world_size=int(os.environ["WORLD_SIZE"]), rank=int(os.environ["RANK"]),
+              local_rank=int(os.environ["LOCAL_RANK"]), timeout_minutes=timeout_minutes)
+        try:
+            main(*args)
+        finally:
+            dist.destroy_process_group()
+        return
+    world_size = num_processes * num_machines
+    if world_size == 1:
+        main(*args)
+        return
+    if dist_url == "auto":
+        if num_machines != 1:
+            raise ValueError("--dist-url auto only works on one machine; give tcp://HOST:PORT of machine 0")
+        dist_url = f"tcp://127.0.0.1:{_free_port()}"
+    if torch.cuda.is_available() and num_processes > torch.cuda.device_count():
+        raise ValueError(f"--num-gpus {num_processes} but only {torch.cuda.device_count()} GPUs are visible")
+    mp.start_processes(_worker, nprocs=num_processes, join=True, start_method="spawn",
+                       args=(main, world_size, num_processes, machine_rank, dist_url, args, timeout_minutes))
+
+
+def _init(*, dist_url: str, world_size: int, rank: int, local_rank: int, timeout_minutes: int) -> None:
+    if torch.cuda.is_available():
+        torch.cuda.set_device(local_rank)
+    dist.init_process_group(_backend(), init_method=dist_url, world_size=world_size, rank=rank,
+                            timeout=timedelta(minutes=timeout_minutes))
+    dist.barrier()
+
+
+def _worker(local_rank: int, main, world_size: int, per_machine: int, machine_rank: int, dist_url: str, args,
+            timeout_minutes: int) -> None:
+    _init(dist_url=dist_url, world_size=world_size, rank=machine_rank * per_machine + local_rank,
+          local_rank=local_rank, timeout_minutes=timeout_minutes)
+    try:
+        main(*args)
+    finally:
+        dist.destroy_process_group()

@@ -1,0 +1,295 @@
+"""The training loop: iterations, AMP, gradient clipping, EMA, checkpoints, evaluation, logging.
+
+Batch and learning rate: ``dataloader.train.total_batch_size`` is the batch over all workers; each
+worker loads total / world_size images. The config's ``optimizer.lr`` belongs to that total batch:
+when you change the total batch, scale the LR linearly (lr = base_lr * new_batch / old_batch, the
+"linear scaling rule" of Goyal et al. 2017) and the iteration counts inversely.
+"""
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+import math
+import os
+import resource
+import statistics
+import time
+from collections import defaultdict, deque
+from typing import Any, Dict, List, Mapping, Optional
+
+import torch
+from torch import nn
+
+from retdet.data import build_test_loader, build_train_loader, merge_datasets, register_from_config
+from retdet.modeling import build_model
+from retdet.registry import EVALUATORS, HOOKS, build
+from retdet.utils import comm
+
+from .checkpoint import Checkpointer, RNGState
+from .ema import ModelEMA
+from .hooks import HookBase
+from .optim import build_lr_scheduler, build_optimizer
+
+logger = logging.getLogger("retdet")
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Training stopped on a NaN/inf loss; the message says where and what to do."""
+
+
+def default_device() -> torch.device:
+    if torch.cuda.is_available():
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
+def resolve_max_iter(cfg: Mapping) -> int:
+    """``train.max_iter``, or ``train.max_epochs`` converted through the dataset size and total batch."""
+    train = cfg["train"]
+    if train.get("max_epochs"):
+        loader = cfg["dataloader"]["train"]
+        size = len(merge_datasets(loader["dataset"]["names"], filter_empty=loader["dataset"].get("filter_empty", False)))
+        return int(math.ceil(train["max_epochs"] * size / loader["total_batch_size"]))
+    return int(train["max_iter"])
+
+
+class MetricsLog:
+    """Windowed medians for the console, every value for metrics.json (JSON lines), and
+    TensorBoard when it is installed."""
+
+    def __init__(self, output_dir: Optional[str], window: int = 20) -> None:
+        self.window = window
+        self.history: Dict[str, deque] = defaultdict(lambda: deque(maxlen=window))
+        self.json_path = os.path.join(output_dir, "metrics.json") if output_dir and comm.is_main_process() else None
+        self.tb = None
+        if self.json_path:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.tb = SummaryWriter(os.path.join(output_dir, "tensorboard"))
+            except ImportError:  # TensorBoard is optional
+                self.tb = None
+
+    def put(self, values: Mapping[str, float]) -> None:
+        for k, v in values.items():
+            self.history[k].append(float(v))
+
+    def median(self, key: str) -> float:
+        return statistics.median(self.history[key]) if self.history[key] else float("nan")
+
+    def latest(self, key: str) -> float:
+        return self.history[key][-1] if self.history[key] else float("nan")
+
+    def write(self, iteration: int, values: Mapping[str, float]) -> None:
+        if not self.json_path:
+            return
+        with open(self.json_path, "a") as f:
+            f.write(json.dumps({"iteration": iteration, **{k: float(v) for k, v in values.items()}}) + "\n")
+        if self.tb is not None:
+            for k, v in values.items():
+                self.tb.add_scalar(k, v, iteration)
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+class Trainer:
+    """Builds everything from the config, then :meth:`train` runs the iterations.
+
+    Args:
+        cfg: the resolved config.
+        output_dir: checkpoints, logs, metrics and evaluation outputs.
+        resume: continue from ``output_dir/last_checkpoint`` if there is one (model, optimizer, LR
+            scheduler, grad scaler, EMA, iteration, RNG states and the data order).
+    """
+
+    def __init__(self, cfg: Mapping, *, output_dir: str, resume: bool = False) -> None:
+        self.cfg, self.output_dir = cfg, output_dir
+        os.makedirs(output_dir, exist_ok=True)
+        self.device = default_device()
+        self.rank, self.world_size = comm.get_rank(), comm.get_world_size()
+        train = cfg["train"]
+        register_from_config(cfg["dataloader"].get("register", []))
+        self.max_iter = resolve_max_iter(cfg)
+        torch.manual_seed(int(train.get("seed", 0)))  # identical initial weights on every worker
+        model = build_model(cfg["model"]).to(self.device)
+        self.optimizer = build_optimizer(cfg["optimizer"], model)
+        self.scheduler = build_lr_scheduler(cfg["lr_scheduler"], self.optimizer, self.max_iter)
+        amp = train.get("amp", {}) or {}
+        self.amp_dtype = {"float16": torch.float16, "bfloat16": torch.bfloat16}[amp.get("dtype", "float16")] \
+            if amp.get("enabled", False) else None
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
+        ema_cfg = train.get("ema", {}) or {}
+        self.ema = ModelEMA(model, decay=ema_cfg.get("decay", 0.9998), tau=ema_cfg.get("tau", 2000.0)) \
+            if ema_cfg.get("enabled", False) else None
+        self.rng = RNGState()
+        checkpointables = {"optimizer": self.optimizer, "scheduler": self.scheduler, "scaler": self.scaler,
+                           "rng": self.rng}
+        if self.ema is not None:
+            checkpointables["ema"] = self.ema
+        self.checkpointer = Checkpointer(model, output_dir, save_to_disk=comm.is_main_process(), **checkpointables)
+        self.start_iter = 0
+        if resume and self.checkpointer.has_checkpoint():
+            path = self.checkpointer.get_checkpoint_file()
+            extra = self.checkpointer.load(path)
+            self.start_iter = int(extra["iteration"]) + 1
+            self.best_ap = float(extra.get("best_ap", -1.0))
+            logger.info("Resumed from %s at iteration %d", path, self.start_iter)
+        else:
+            self.best_ap = -1.0
+            if train.get("init_checkpoint"):
+                from retdet.checkpoint import load_weights
+
+                load_weights(model, train["init_checkpoint"], logger=logger)
+        self.model: nn.Module = model
+        if self.world_size > 1:
+            self.model = nn.parallel.DistributedDataParallel(
+                model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=False)
+        self.loader, self.dataset = build_train_loader(
+            cfg["dataloader"]["train"], input_format=cfg["model"].get("input_format", "BGR"),
+            seed=int(train.get("seed", 0)), rank=self.rank, world_size=self.world_size, start_batch=self.start_iter)
+        self.hooks: List[HookBase] = [build(h, HOOKS, where=f"train.hooks[{i}]") for i, h in enumerate(train.get("hooks", []))]
+        for h in self.hooks:
+            h.trainer = self
+        self.metrics = MetricsLog(output_dir)
+        self.iter = self.start_iter
+        self.stop_requested = False
+        self.last_checkpoint: Optional[str] = self.checkpointer.get_checkpoint_file() if resume else None
+
+    # ---- the loop --------------------------------------------------------------------------------
+
+    def train(self) -> Optional[Dict[str, Any]]:
+        train = self.cfg["train"]
+        log_period = int(train.get("log_period", 20))
+        logger.info("Training iterations %d..%d on %s x %d", self.start_iter, self.max_iter - 1, self.device,
+                    self.world_size)
+        for h in self.hooks:
+            h.before_train()
+        self.model.train()
+        data_iter = iter(self.loader)
+        results = None
+        for self.iter in range(self.start_iter, self.max_iter):
+            for h in self.hooks:
+                h.before_step()
+            step_start = time.perf_counter()
+            batch = next(data_iter)
+            data_time = time.perf_counter() - step_start
+            losses = self.run_step(batch)
+            step_time = time.perf_counter() - step_start
+            self.metrics.put({**losses, "time": step_time, "data_time": data_time})
+            for h in self.hooks:
+                h.after_step()
+            last = self.iter == self.max_iter - 1 or self.stop_requested
+            if (self.iter + 1) % log_period == 0 or last:
+                self.log_progress()
+            period = int(train.get("checkpoint_period", 0))
+            if (period and (self.iter + 1) % period == 0) or last:
+                final = self.iter == self.max_iter - 1
+                self.save_checkpoint("model_final" if final else f"model_{self.iter:07d}")
+            eval_period = int(train.get("eval_period", 0))
+            if (eval_period and (self.iter + 1) % eval_period == 0) or (last and train.get("eval_at_end", True)):
+                results = self.evaluate_and_keep_best()
+            if self.stop_requested:
+                break
+        for h in self.hooks:
+            h.after_train()
+        return results
+
+    def run_step(self, batch) -> Dict[str, float]:
+        with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
+            loss_dict = self.model(batch)
+        total = sum(loss_dict.values())
+        self.check_finite(total, loss_dict)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(total).backward()
+        clip = self.cfg["train"].get("clip_grad")
+        if clip:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(unwrap(self.model).parameters(), float(clip))
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        if self.ema is not None:
+            self.ema.update(unwrap(self.model))
+        values = {k: float(v.detach()) for k, v in loss_dict.items()}
+        values["total_loss"] = float(total.detach())
+        return comm.reduce_mean_dict(values)
+
+    def check_finite(self, total: torch.Tensor, loss_dict: Mapping[str, torch.Tensor]) -> None:
+        """Stop (on every worker together) when any worker's loss is NaN or inf."""
+        bad = torch.tensor([0.0 if torch.isfinite(total).item() else 1.0])
+        if comm.all_reduce_sum(bad).item() == 0:
+            return
+        terms = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in loss_dict.items())
+        where = self.last_checkpoint or "none saved yet (the run started from its initial weights)"
+        raise NonFiniteLossError(
+            f"non-finite loss at iteration {self.iter} ({terms}; on {'this' if not torch.isfinite(total) else 'another'}"
+            f" worker). Last good checkpoint: {where}. Lower optimizer.lr, enable train.clip_grad, or check the data "
+            f"of this iteration; resume with --resume.")
+
+    # ---- logging, checkpoints, evaluation --------------------------------------------------------
+
+    def log_progress(self) -> None:
+        per_iter = self.metrics.median("time")
+        eta = datetime.timedelta(seconds=int(per_iter * (self.max_iter - self.iter - 1)))
+        lr = self.optimizer.param_groups[0]["lr"]
+        losses = {k: self.metrics.median(k) for k in self.metrics.history if k.startswith("loss") or k == "total_loss"}
+        mem = peak_memory_mb(self.device)
+        logger.info(
+            "iter %d/%d  %s  lr %.5g  time %.3f s  data %.3f s  eta %s  peak mem %.0f MB",
+            self.iter + 1, self.max_iter, "  ".join(f"{k} {v:.4f}" for k, v in losses.items()), lr, per_iter,
+            self.metrics.median("data_time"), eta, mem)
+        # metrics.json gets this iteration's own values (medians over a window would differ after a resume)
+        latest = {k: self.metrics.latest(k) for k in losses}
+        self.metrics.write(self.iter, {**latest, "lr": lr, "time": per_iter,
+                                       "data_time": self.metrics.median("data_time"), "peak_mem_mb": mem})
+
+    def save_checkpoint(self, name: str) -> None:
+        self.checkpointer.save(name, iteration=self.iter, best_ap=self.best_ap)
+        self.last_checkpoint = os.path.join(self.output_dir, f"{name}.pth")
+        keep = int(self.cfg["train"].get("keep_last", 3))
+        if comm.is_main_process() and keep > 0:
+            periodic = sorted(f for f in os.listdir(self.output_dir) if f.startswith("model_0") and f.endswith(".pth"))
+            for old in periodic[:-keep]:
+                os.remove(os.path.join(self.output_dir, old))
+
+    def evaluation_model(self) -> nn.Module:
+        return self.ema.module if self.ema is not None else unwrap(self.model)
+
+    def evaluate_and_keep_best(self) -> Optional[Dict[str, Any]]:
+        results = evaluate(self.cfg, self.evaluation_model(), output_dir=os.path.join(self.output_dir, "eval"),
+                           amp_dtype=self.amp_dtype)
+        if comm.is_main_process() and results:
+            ap = results["bbox"]["AP"]
+            self.metrics.write(self.iter, {f"bbox/{k}": v for k, v in results["bbox"].items()})
+            if ap > self.best_ap:
+                self.best_ap = ap
+                self.checkpointer.save("model_best", iteration=self.iter, best_ap=ap)
+                # model_best must not become the resume point: point back at the latest periodic one
+                if self.last_checkpoint:
+                    self.checkpointer.tag_last_checkpoint(os.path.basename(self.last_checkpoint))
+                logger.info("New best AP %.2f at iteration %d: saved model_best.pth", ap, self.iter)
+        comm.synchronize()
+        return results
+
+
+def evaluate(cfg: Mapping, model: nn.Module, *, output_dir: Optional[str], amp_dtype=None) -> Dict[str, Any]:
+    """COCO evaluation of ``model`` on the config's test set (each image on exactly one worker)."""
+    from retdet.evaluation import inference_on_dataset
+
+    test = cfg["dataloader"]["test"]
+    loader, dataset = build_test_loader(test, input_format=cfg["model"].get("input_format", "BGR"),
+                                        rank=comm.get_rank(), world_size=comm.get_world_size())
+    evaluator_cfg = dict(test.get("evaluator", cfg["dataloader"].get("evaluator", {"type": "COCOEvaluator"})))
+    evaluator = build(evaluator_cfg, EVALUATORS, where="dataloader.evaluator", dataset=dataset.info,
+                      output_dir=output_dir)
+    return inference_on_dataset(model, loader, evaluator, amp_dtype=amp_dtype)

@@ -1,0 +1,119 @@
+"""COCO box evaluation with pycocotools: AP/AR tables, per-class AP, a results json, and pictures."""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import os
+from typing import Any, Dict, List, Optional, Sequence
+
+import numpy as np
+
+from retdet.data.records import DatasetInfo
+from retdet.registry import EVALUATORS
+from retdet.structures import Detections, ImageSample
+from retdet.utils import comm
+from retdet.utils.logger import format_table
+
+logger = logging.getLogger("retdet")
+
+METRICS = ["AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl"]
+
+
+@EVALUATORS.register()
+class COCOEvaluator:
+    """Collects detections over a dataset and scores them against its COCO json.
+
+    Args:
+        dataset: the evaluated dataset (its json file and label -> category id map).
+        output_dir: where coco_results.json and the plots go (None: nowhere).
+        plots: write pr_curves.png and detections.png (rank 0).
+        num_examples: images in the example grid.
+
+    Each image is counted once even if several workers (or batches) report it. Numbers are
+    percentages, as COCO reports them.
+    """
+
+    def __init__(self, *, dataset: DatasetInfo, output_dir: Optional[str] = None, plots: bool = True,
+                 num_examples: int = 8) -> None:
+        self.dataset, self.output_dir, self.plots, self.num_examples = dataset, output_dir, plots, num_examples
+        self.reset()
+
+    def reset(self) -> None:
+        self._results: List[Dict[str, Any]] = []
+        self._image_ids: List[int] = []
+        self._examples: List[Any] = []
+
+    def process(self, samples: Sequence[ImageSample], detections: Sequence[Detections]) -> None:
+        cat_ids = self.dataset.label_to_category_id
+        for sample, det in zip(samples, detections):
+            image_id = int(sample.image_id)
+            self._image_ids.append(image_id)
+            boxes = det.boxes.detach().cpu().numpy().astype(np.float64)
+            boxes[:, 2:] -= boxes[:, :2]
+            for box, score, label in zip(boxes.tolist(), det.scores.tolist(), det.labels.tolist()):
+                self._results.append({"image_id": image_id, "category_id": int(cat_ids[int(label)]),
+                                      "bbox": [round(v, 3) for v in box], "score": round(float(score), 5)})
+            if len(self._examples) < self.num_examples:
+                self._examples.append((sample.image.cpu().numpy(), det.boxes.cpu().numpy(), det.labels.cpu().numpy(),
+                                       det.scores.cpu().numpy(), sample.original_size))
+
+    def evaluate(self) -> Dict[str, Any]:
+        """All ranks call it; rank 0 returns {"bbox": {metric: value}, "per_class": {name: AP}}, others {}."""
+        gathered = comm.all_gather_object((self._results, self._image_ids))
+        if not comm.is_main_process():
+            return {}
+        seen, results, image_ids = set(), [], []
+        for results_r, ids_r in gathered:
+            new_ids = [i for i in dict.fromkeys(ids_r) if i not in seen]
+            new_set = set(new_ids)
+            results.extend(r for r in results_r if r["image_id"] in new_set)
+            image_ids.extend(new_ids)
+            seen.update(new_ids)
+        if self.output_dir:
+            os.makedirs(self.output_dir, exist_ok=True)
+            with open(os.path.join(self.output_dir, "coco_results.json"), "w") as f:
+                json.dump(results, f)
+        metrics, per_class, coco_eval = evaluate_coco(self.dataset.json_file, results, sorted(image_ids),
+                                                      self.dataset.class_names, self.dataset.label_to_category_id)
+        logger.info("Evaluation on %s (%d images):\n%s", self.dataset.name, len(image_ids),
+                    format_table([[f"{metrics[m]:.2f}" for m in METRICS]], METRICS))
+        logger.info("Per-class AP:\n%s", format_table(sorted(per_class.items()), ["class", "AP"], floatfmt=".2f"))
+        if self.plots and self.output_dir and coco_eval is not None:
+            from .plots import plot_examples, plot_pr_curves
+
+            paths = [plot_pr_curves(coco_eval, self.dataset.class_names, self.dataset.label_to_category_id,
+                                    os.path.join(self.output_dir, "pr_curves.png")),
+                     plot_examples(self._examples, self.dataset.class_names,
+                                   os.path.join(self.output_dir, "detections.png"))]
+            logger.info("Plots: %s", ", ".join(paths))
+        return {"bbox": metrics, "per_class": per_class}
+
+
+def evaluate_coco(json_file: str, results: List[Dict[str, Any]], image_ids: Sequence[int], class_names: Sequence[str],
+                  category_ids: Sequence[int]):
+    """(metrics, per-class AP, the COCOeval object or None) for ``results`` on ``image_ids``."""
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    if not results:
+        logger.warning("no detections at all: every metric is 0")
+        return {m: 0.0 for m in METRICS}, {n: 0.0 for n in class_names}, None
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO(json_file)
+        dt = gt.loadRes(results)
+        coco_eval = COCOeval(gt, dt, "bbox")
+        coco_eval.params.imgIds = list(image_ids)
+        coco_eval.evaluate()
+        coco_eval.accumulate()
+        coco_eval.summarize()
+    metrics = {m: float(v) * 100 if v >= 0 else float("nan") for m, v in zip(METRICS, coco_eval.stats)}
+    precision = coco_eval.eval["precision"]  # (IoU thresholds, recall points, classes, areas, max dets)
+    per_class = {}
+    for k, (name, cid) in enumerate(zip(class_names, category_ids)):
+        idx = coco_eval.params.catIds.index(cid)
+        p = precision[:, :, idx, 0, -1]
+        p = p[p > -1]
+        per_class[name] = float(p.mean() * 100) if p.size else float("nan")
+    return metrics, per_class, coco_eval

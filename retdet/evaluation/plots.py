@@ -1,0 +1,65 @@
+"""Pictures of an evaluation: per-class precision/recall curves and example detections."""
+from __future__ import annotations
+
+from typing import Any, List, Sequence
+
+import numpy as np
+
+
+def plot_pr_curves(coco_eval, class_names: Sequence[str], category_ids: Sequence[int], path: str) -> str:
+    """Precision vs recall per class at IoU 0.5 and 0.75 (all areas, 100 detections) -> PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    precision = coco_eval.eval["precision"]
+    recall = coco_eval.params.recThrs
+    iou_index = {0.5: 0, 0.75: int(np.argmin(np.abs(coco_eval.params.iouThrs - 0.75)))}
+    cols = min(4, len(class_names))
+    rows = int(np.ceil(len(class_names) / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.8 * rows), squeeze=False)
+    for k, (name, cid) in enumerate(zip(class_names, category_ids)):
+        ax = axes[k // cols][k % cols]
+        c = coco_eval.params.catIds.index(cid)
+        for iou, t in iou_index.items():
+            p = precision[t, :, c, 0, -1]
+            valid = p > -1
+            ap = p[valid].mean() * 100 if valid.any() else float("nan")
+            ax.plot(recall[valid], p[valid], label=f"IoU {iou}: AP {ap:.1f}")
+        ax.set_title(name)
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1.02)
+        ax.set_xlabel("recall")
+        ax.set_ylabel("precision")
+        ax.legend(fontsize=7, loc="lower left")
+    for k in range(len(class_names), rows * cols):
+        axes[k // cols][k % cols].axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def plot_examples(examples: List[Any], class_names: Sequence[str], path: str, score_threshold: float = 0.3,
+                  input_format: str = "BGR") -> str:
+    """A grid of validation images with their detections above ``score_threshold`` -> PNG."""
+    import cv2
+
+    from retdet.utils.visualize import draw_boxes, image_grid
+
+    tiles = []
+    for image, boxes, labels, scores, original_size in examples:
+        img = np.ascontiguousarray(image.transpose(1, 2, 0))
+        if input_format == "RGB":
+            img = img[:, :, ::-1]
+        # detections are in original-image pixels: bring them to the shown (resized) image
+        h, w = img.shape[:2]
+        oh, ow = original_size or (h, w)
+        scale = np.array([w / ow, h / oh, w / ow, h / oh], np.float32)
+        keep = scores >= score_threshold
+        tiles.append(draw_boxes(img, boxes[keep] * scale, labels[keep].tolist(), class_names, scores=scores[keep]))
+    if not tiles:
+        tiles = [np.full((64, 64, 3), 255, np.uint8)]
+    cv2.imwrite(path, image_grid(tiles, columns=4))
+    return path

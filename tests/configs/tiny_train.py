@@ -1,0 +1,19 @@
+# A seconds-long training setup for the engine tests: quickstart, scaled down.
+from ...configs.quickstart import dataloader, imports, lr_scheduler, model, optimizer, train
+
+model.neck.out_channels = 32
+model.head.num_convs = 1
+model.backbone.norm = "GN"  # no batch statistics (1 process == 2 processes exactly), yet normalised
+dataloader.train.dataset.names = ["synthetic_shapes_val"]
+dataloader.train.transforms = [dict(type="ResizeShortestEdge", short_edge_length=(96, 112), max_size=160),
+                               dict(type="RandomFlip", prob=0.5)]
+dataloader.train.num_workers = 0
+dataloader.train.aspect_ratio_grouping = False
+dataloader.test.transforms = [dict(type="ResizeShortestEdge", short_edge_length=96, max_size=160)]
+dataloader.test.num_workers = 0
+lr_scheduler.warmup_iters = 2
+lr_scheduler.milestones = [4]
+train.max_iter = 6
+train.checkpoint_period = 3
+train.log_period = 1
+train.eval_at_end = False

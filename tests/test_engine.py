@@ -1,0 +1,189 @@
+"""Training and evaluation: schedules, checkpoints, exact resume, 2 workers == 1, NaN stop, COCO numbers."""
+import contextlib
+import io
+import json
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from retdet.config import load_config
+from retdet.engine import NonFiniteLossError, Trainer
+from retdet.engine.optim import build_lr_scheduler, build_optimizer, param_groups
+from retdet.modeling import build_model
+
+from .conftest import ROOT
+
+TINY = os.path.join(ROOT, "tests", "configs", "tiny_train.py")
+
+
+def train_net(*args, expect_ok=True, timeout=600):
+    out = subprocess.run([sys.executable, "tools/train_net.py", *args], cwd=ROOT, capture_output=True, text=True,
+                         timeout=timeout, env=dict(os.environ, PYTHONPATH=ROOT))
+    if expect_ok:
+        assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    return out
+
+
+def losses_by_iteration(output_dir):
+    rows = [json.loads(line) for line in open(os.path.join(output_dir, "metrics.json"))]
+    return {r["iteration"]: r["total_loss"] for r in rows if "total_loss" in r}
+
+
+# ---- optimiser and schedule ---------------------------------------------------------------------
+
+def test_no_weight_decay_on_norm_and_bias():
+    model = build_model(load_config(TINY).model)
+    groups = {g["weight_decay"]: g["params"] for g in param_groups(model, weight_decay=1e-4)}
+    decayed = {id(p) for p in groups[1e-4]}
+    assert id(model.head.cls_score.weight) in decayed and id(model.head.cls_score.bias) not in decayed
+    assert all(id(p) not in decayed for p in model.backbone.layer1[0].bn1.parameters())
+
+
+def test_warmup_multistep_and_cosine_values():
+    p = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([p], lr=0.1)
+    sched = build_lr_scheduler(dict(type="MultiStepLR", milestones=[4, 6], gamma=0.1, warmup_iters=2,
+                                    warmup_factor=0.5), opt, max_iter=8)
+    lrs = []
+    for _ in range(8):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs == pytest.approx([0.05, 0.075, 0.1, 0.1, 0.01, 0.01, 0.001, 0.001])
+    opt = torch.optim.SGD([p], lr=1.0)
+    sched = build_lr_scheduler(dict(type="CosineLR", warmup_iters=0, final_factor=0.0), opt, max_iter=4)
+    lrs = []
+    for _ in range(5):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs == pytest.approx([1.0, 0.5 * (1 + math.cos(math.pi / 4)), 0.5, 0.5 * (1 + math.cos(3 * math.pi / 4)), 0.0])
+
+
+def test_adamw_builds():
+    model = build_model(load_config(TINY).model)
+    opt = build_optimizer(dict(type="AdamW", lr=1e-4, weight_decay=0.05), model)
+    assert isinstance(opt, torch.optim.AdamW) and {g["weight_decay"] for g in opt.param_groups} == {0.0, 0.05}
+
+
+# ---- the trainer in-process -----------------------------------------------------------------------
+
+def test_nan_loss_stops_with_a_clear_message(tmp_path):
+    sys.path.insert(0, os.path.join(ROOT, "tests"))
+    import user_hooks  # noqa: F401  (registers InjectNaN)
+
+    cfg = load_config(TINY, ["+train.hooks=[dict(type='InjectNaN', iteration=4)]", "train.max_iter=6"])
+    trainer = Trainer(cfg, output_dir=str(tmp_path))
+    with pytest.raises(NonFiniteLossError) as err:
+        trainer.train()
+    msg = str(err.value)
+    assert "iteration 4" in msg and "loss_cls=nan" in msg and "model_0000002.pth" in msg
+
+
+def test_checkpoints_keep_last_and_pointer(tmp_path):
+    cfg = load_config(TINY, ["train.max_iter=7", "train.checkpoint_period=2", "train.keep_last=2"])
+    Trainer(cfg, output_dir=str(tmp_path)).train()
+    files = sorted(f for f in os.listdir(tmp_path) if f.endswith(".pth"))
+    assert files == ["model_0000003.pth", "model_0000005.pth", "model_final.pth"]
+    assert (tmp_path / "last_checkpoint").read_text() == "model_final.pth"
+    assert not [f for f in os.listdir(tmp_path) if ".tmp" in f]
+    state = torch.load(tmp_path / "model_final.pth", weights_only=True)
+    assert state["iteration"] == 6 and {"model", "optimizer", "scheduler", "scaler", "rng"} <= set(state)
+
+
+# ---- command line: fail fast, eval-only, resume, two workers --------------------------------------
+
+def test_unknown_config_key_fails_before_any_work(tmp_path):
+    out = train_net("--config", TINY, "--output-dir", str(tmp_path / "run"), "model.head.num_conv=2", expect_ok=False)
+    assert out.returncode != 0 and "unknown config key 'model.head.num_conv'" in out.stderr
+    assert "Did you mean 'model.head.num_convs'" in out.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_kill_and_resume_logs_the_same_losses(tmp_path):
+    hooks_file = os.path.join(ROOT, "tests", "user_hooks.py")
+    full, killed = str(tmp_path / "full"), str(tmp_path / "killed")
+    train_net("--config", TINY, "--output-dir", full)
+    out = train_net("--config", TINY, "--output-dir", killed, "--import", hooks_file,
+                    "+train.hooks=[dict(type='KillAtIteration', iteration=2)]", expect_ok=False)
+    assert out.returncode == -9  # SIGKILL
+    assert open(os.path.join(killed, "last_checkpoint")).read() == "model_0000002.pth"
+    train_net("--config", TINY, "--output-dir", killed, "--resume")
+    a, b = losses_by_iteration(full), losses_by_iteration(killed)
+    assert sorted(a) == list(range(6)) and sorted(b) == list(range(6))
+    for it in range(3, 6):
+        assert b[it] == pytest.approx(a[it], rel=1e-6, abs=1e-7), f"iteration {it}"
+
+
+def test_two_gloo_workers_match_one_process(tmp_path):
+    one, two = str(tmp_path / "one"), str(tmp_path / "two")
+    # One image size for all: padding (and so the anchors and GroupNorm statistics) is then the
+    # same whether 4 images share a batch or 2 + 2 are split over two workers.
+    same_size = "dataloader.train.transforms=[dict(type='ScaleJitterCrop', output_size=(128, 128), scale_range=(1.0, 1.0))]"
+    args = ["--config", TINY, "train.max_iter=3", "train.checkpoint_period=0", same_size]
+    train_net(*args, "--output-dir", one)
+    train_net(*args, "--output-dir", two, "--num-gpus", "2")
+    a, b = losses_by_iteration(one), losses_by_iteration(two)
+    assert sorted(a) == sorted(b) == [0, 1, 2]
+    for it in a:
+        assert b[it] == pytest.approx(a[it], rel=1e-4), f"iteration {it}"
+
+
+def test_eval_only_on_a_saved_checkpoint(tmp_path):
+    run = str(tmp_path / "run")
+    train_net("--config", TINY, "--output-dir", run, "train.max_iter=2")
+    out = train_net("--config", TINY, "--output-dir", run, "--eval-only", "--weights", os.path.join(run, "model_final.pth"))
+    assert "Evaluation on synthetic_shapes_val (120 images)" in out.stdout
+    assert os.path.exists(os.path.join(run, "eval", "coco_results.json")) or "no detections" in out.stdout
+
+
+# ---- the evaluator against pycocotools directly --------------------------------------------------
+
+def test_evaluator_numbers_equal_cocoeval(tmp_path):
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    from retdet.data import get_dataset, register_coco
+    from retdet.evaluation import METRICS, COCOEvaluator
+    from retdet.structures import Detections, ImageSample
+
+    from .conftest import SHARED
+
+    bccd = os.path.join(SHARED, "datasets", "bccd")
+    register_coco("bccd_val_eval_t", os.path.join(bccd, "annotations", "instances_val.json"),
+                  os.path.join(bccd, "images"), overwrite=True)
+    info = get_dataset("bccd_val_eval_t")
+    evaluator = COCOEvaluator(dataset=info, output_dir=str(tmp_path))
+    rng = np.random.default_rng(0)
+    for r in info.records:  # noisy copies of the ground truth, some misses and false positives
+        keep = rng.random(len(r.boxes)) < 0.8
+        boxes = r.boxes[keep] + rng.normal(0, 4, (int(keep.sum()), 4)).astype(np.float32)
+        labels = r.labels[keep]
+        fp = rng.uniform(0, 400, (3, 2)).astype(np.float32)
+        boxes = np.concatenate([boxes, np.concatenate([fp, fp + 60], 1)])
+        labels = np.concatenate([labels, rng.integers(0, 3, 3)])
+        scores = rng.random(len(boxes)).astype(np.float32)
+        order = np.argsort(-scores)
+        det = Detections(boxes=torch.from_numpy(boxes[order]), scores=torch.from_numpy(scores[order]),
+                         labels=torch.from_numpy(labels[order]))
+        sample = ImageSample(image=torch.zeros(3, 8, 8, dtype=torch.uint8), image_id=r.image_id,
+                             original_size=(r.height, r.width))
+        evaluator.process([sample], [det])
+    evaluator.process([sample], [det])  # an image reported twice is counted once
+    ours = evaluator.evaluate()
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO(info.json_file)
+        coco_eval = COCOeval(gt, gt.loadRes(str(tmp_path / "coco_results.json")), "bbox")
+        coco_eval.evaluate()
+        coco_eval.accumulate()
+        coco_eval.summarize()
+    for name, value in zip(METRICS, coco_eval.stats):
+        assert ours["bbox"][name] == pytest.approx(value * 100, abs=1e-9), name
+    assert 10 < ours["bbox"]["AP50"] < 100
+    assert set(ours["per_class"]) == {"RBC", "WBC", "Platelets"}
+    assert os.path.exists(tmp_path / "pr_curves.png") and os.path.exists(tmp_path / "detections.png")

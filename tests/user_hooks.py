@@ -1,0 +1,36 @@
+"""A researcher's own hooks, loaded by tests through --import (as a user's module would be)."""
+import math
+import os
+import signal
+
+import torch
+
+from retdet.engine import HookBase
+from retdet.registry import HOOKS
+
+
+@HOOKS.register()
+class KillAtIteration(HookBase):
+    """SIGKILLs this process once iteration ``iteration`` has finished (after its checkpoint)."""
+
+    def __init__(self, *, iteration: int) -> None:
+        self.iteration = iteration
+
+    def before_step(self) -> None:
+        if self.trainer.iter == self.iteration + 1:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+@HOOKS.register()
+class InjectNaN(HookBase):
+    """Turns the classifier's bias into NaN before iteration ``iteration``."""
+
+    def __init__(self, *, iteration: int) -> None:
+        self.iteration = iteration
+
+    def before_step(self) -> None:
+        if self.trainer.iter == self.iteration:
+            from retdet.engine.trainer import unwrap
+
+            with torch.no_grad():
+                unwrap(self.trainer.model).head.cls_score.bias.fill_(math.nan)
