@@ -37,11 +37,14 @@ dataloader = dict(
     evaluator=dict(type="COCOEvaluator"),
 )
 
-optimizer.lr = 0.01
-lr_scheduler.milestones = [900, 1100]
-lr_scheduler.warmup_iters = 100
-train.max_iter = 1200
-train.checkpoint_period = 400
+model.head.norm = "GN"  # GroupNorm in the head: faster, steadier convergence from scratch
+# AdamW with a cosine decay learns this from scratch much faster than SGD at batch 4.
+optimizer = dict(type="AdamW", lr=0.002, betas=(0.9, 0.999), weight_decay=0.05, weight_decay_norm=0.0,
+                 weight_decay_bias=0.0)
+lr_scheduler = dict(type="CosineLR", final_factor=0.01, warmup_iters=100, warmup_factor=0.01)
+train.max_iter = 1100
+train.clip_grad = 5.0
+train.checkpoint_period = 500
 train.eval_period = 0  # evaluated once, at the end
 train.log_period = 50
 train.output_dir = "./output/quickstart"

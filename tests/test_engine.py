@@ -187,3 +187,32 @@ def test_evaluator_numbers_equal_cocoeval(tmp_path):
     assert 10 < ours["bbox"]["AP50"] < 100
     assert set(ours["per_class"]) == {"RBC", "WBC", "Platelets"}
     assert os.path.exists(tmp_path / "pr_curves.png") and os.path.exists(tmp_path / "detections.png")
+
+
+def test_a_failing_worker_stops_all_with_its_traceback(tmp_path):
+    hooks_file = os.path.join(ROOT, "tests", "user_hooks.py")
+    out = train_net("--config", TINY, "--output-dir", str(tmp_path / "run"), "--num-gpus", "2", "--import", hooks_file,
+                    "+train.hooks=[dict(type='FailOnRank', rank=1, iteration=1)]", expect_ok=False, timeout=300)
+    assert out.returncode != 0
+    assert "deliberate failure on rank 1" in out.stderr and "Traceback" in out.stderr
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_amp_and_ema_training_steps(tmp_path, dtype):
+    cfg = load_config(TINY, ["train.max_iter=2", "train.checkpoint_period=0",
+                             f"train.amp=dict(enabled=True, dtype='{dtype}')", "+train.ema=dict(enabled=True)"])
+    trainer = Trainer(cfg, output_dir=str(tmp_path))
+    trainer.train()
+    assert trainer.ema.updates == 2
+    state = torch.load(tmp_path / "model_final.pth", weights_only=True)
+    assert "ema" in state and "scaler" in state
+    changed = [k for k, v in trainer.ema.module.state_dict().items()
+               if v.dtype.is_floating_point and not torch.equal(v, state["model"][k])]
+    assert changed  # the average differs from the raw weights
+
+
+def test_max_epochs_converts_to_iterations():
+    from retdet.engine.trainer import resolve_max_iter
+
+    cfg = load_config(TINY, ["+train.max_epochs=2", "dataloader.train.total_batch_size=8"])
+    assert resolve_max_iter(cfg) == math.ceil(2 * 120 / 8)

@@ -34,3 +34,17 @@ class InjectNaN(HookBase):
 
             with torch.no_grad():
                 unwrap(self.trainer.model).head.cls_score.bias.fill_(math.nan)
+
+
+@HOOKS.register()
+class FailOnRank(HookBase):
+    """Raises on worker ``rank`` at iteration ``iteration`` (the others would wait in a collective)."""
+
+    def __init__(self, *, rank: int, iteration: int = 1) -> None:
+        self.rank, self.iteration = rank, iteration
+
+    def before_step(self) -> None:
+        from retdet.utils import comm
+
+        if comm.get_rank() == self.rank and self.trainer.iter == self.iteration:
+            raise RuntimeError(f"deliberate failure on rank {self.rank}")

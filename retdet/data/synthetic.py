@@ -2,9 +2,9 @@
 
 Deterministic (same seed, same bytes), written once as COCO json + JPEG images to a cache folder
 ($RETDET_CACHE, default ~/.cache/retdet), so the quickstart trains with no download. Objects vary in
-class, size (about 12 px to most of the image), colour and aspect; they overlap and occlude each other.
-Each box is the bounding box of the object's *visible* pixels; objects less than a quarter visible
-are not annotated.
+class, size (about 20 px to most of the image), colour and aspect; they overlap and occlude each other.
+Each box is the bounding box of the object's *visible* pixels; objects less than half visible are
+not annotated.
 """
 from __future__ import annotations
 
@@ -18,8 +18,9 @@ import numpy as np
 
 CLASSES = ["circle", "square", "triangle", "cross"]
 SPLITS: Dict[str, Tuple[int, int]] = {"train": (600, 0), "val": (120, 1)}  # images, seed
-VERSION = "v1"
-MIN_VISIBLE = 0.25
+VERSION = "v2"
+MIN_VISIBLE = 0.5
+MIN_SIZE = 20.0
 
 
 def cache_root() -> str:
@@ -72,7 +73,7 @@ def render_image(rng: np.random.Generator, h: int, w: int) -> Tuple[np.ndarray, 
     objects = []
     for k in range(int(rng.integers(1, 7))):
         cls = int(rng.integers(0, len(CLASSES)))
-        size = float(np.exp(rng.uniform(np.log(14), np.log(0.7 * min(h, w)))))
+        size = float(np.exp(rng.uniform(np.log(MIN_SIZE), np.log(0.7 * min(h, w)))))
         cx, cy = rng.uniform(0, w), rng.uniform(0, h)
         aspect = float(rng.uniform(0.7, 1.4))
         angle = float(rng.uniform(-30, 30)) if cls != 0 else float(rng.uniform(0, 180))
