@@ -1,5 +1,5 @@
 # BCCD blood cells (../shared/datasets/bccd; for benchmarks and tests, not shipped): RetinaNet R18-FPN
-# from scratch on a CPU. The dataset is registered from this config.
+# from scratch on a CPU (no pretrained weights offline). The dataset is registered from this config.
 import os
 
 from .quickstart import imports, lr_scheduler, model, optimizer, train
@@ -36,8 +36,7 @@ dataloader = dict(
     evaluator=dict(type="COCOEvaluator"),
 )
 
-optimizer.lr = 0.01
-lr_scheduler.milestones = [2400, 2800]
-train.max_iter = 3000
+# quickstart's AdamW + cosine schedule, over ~25 CPU minutes (about 20 epochs of the 292 images)
+train.max_iter = 1500
 train.checkpoint_period = 500
 train.output_dir = "./output/bccd_R18_FPN"
