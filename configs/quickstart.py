@@ -12,7 +12,7 @@ model.backbone.norm = "BN"  # trained from scratch: batch statistics, not frozen
 model.neck.out_channels = 128
 model.head.num_classes = 4
 model.head.num_convs = 2
-# Objects of ~10-200 px in ~200 px images: anchors an octave smaller than COCO's.
+# Objects of ~12-150 px in ~160 px images: anchors an octave smaller than COCO's.
 model.anchor_generator.sizes = [16, 32, 64, 128, 256]
 # Small images: pad to 32 (stride-2 convs keep P6/P7 centred on the anchors at any size) rather than 128.
 model.size_divisibility = 32
@@ -21,7 +21,7 @@ dataloader = dict(
     train=dict(
         dataset=dict(names=["synthetic_shapes_train"], filter_empty=True),
         transforms=[
-            dict(type="ResizeShortestEdge", short_edge_length=(160, 176, 192, 208, 224), max_size=320),
+            dict(type="ResizeShortestEdge", short_edge_length=(144, 160, 176), max_size=256),
             dict(type="RandomFlip", prob=0.5),
         ],
         total_batch_size=4,
@@ -30,7 +30,7 @@ dataloader = dict(
     ),
     test=dict(
         dataset=dict(names=["synthetic_shapes_val"], filter_empty=False),
-        transforms=[dict(type="ResizeShortestEdge", short_edge_length=192, max_size=320)],
+        transforms=[dict(type="ResizeShortestEdge", short_edge_length=160, max_size=256)],
         batch_size=4,
         num_workers=2,
     ),
@@ -39,10 +39,10 @@ dataloader = dict(
 
 model.head.norm = "GN"  # GroupNorm in the head: faster, steadier convergence from scratch
 # AdamW with a cosine decay learns this from scratch much faster than SGD at batch 4.
-optimizer = dict(type="AdamW", lr=0.002, betas=(0.9, 0.999), weight_decay=0.05, weight_decay_norm=0.0,
+optimizer = dict(type="AdamW", lr=0.003, betas=(0.9, 0.999), weight_decay=0.05, weight_decay_norm=0.0,
                  weight_decay_bias=0.0)
 lr_scheduler = dict(type="CosineLR", final_factor=0.01, warmup_iters=100, warmup_factor=0.01)
-train.max_iter = 1100
+train.max_iter = 1500  # about 8.5 minutes at 0.345 s/iteration on 2 cores
 train.clip_grad = 5.0
 train.checkpoint_period = 500
 train.eval_period = 0  # evaluated once, at the end

@@ -62,10 +62,12 @@ class MetricsLog:
     """Windowed medians for the console, every value for metrics.json (JSON lines), and
     TensorBoard when it is installed."""
 
-    def __init__(self, output_dir: Optional[str], window: int = 20) -> None:
+    def __init__(self, output_dir: Optional[str], window: int = 20, *, fresh: bool = True) -> None:
         self.window = window
         self.history: Dict[str, deque] = defaultdict(lambda: deque(maxlen=window))
         self.json_path = os.path.join(output_dir, "metrics.json") if output_dir and comm.is_main_process() else None
+        if self.json_path and fresh and os.path.exists(self.json_path):
+            os.remove(self.json_path)  # a new run starts a new record; a resumed one appends
         self.tb = None
         if self.json_path:
             try:
@@ -145,6 +147,9 @@ class Trainer:
             logger.info("Resumed from %s at iteration %d", path, self.start_iter)
         else:
             self.best_ap = -1.0
+            if self.checkpointer.has_checkpoint():
+                logger.warning("%s holds checkpoints of an earlier run: starting over (pass --resume to continue it)",
+                               output_dir)
             if train.get("init_checkpoint"):
                 from retdet.checkpoint import load_weights
 
@@ -160,7 +165,7 @@ class Trainer:
         self.hooks: List[HookBase] = [build(h, HOOKS, where=f"train.hooks[{i}]") for i, h in enumerate(train.get("hooks", []))]
         for h in self.hooks:
             h.trainer = self
-        self.metrics = MetricsLog(output_dir)
+        self.metrics = MetricsLog(output_dir, fresh=self.start_iter == 0)
         self.iter = self.start_iter
         self.stop_requested = False
         self.last_checkpoint: Optional[str] = self.checkpointer.get_checkpoint_file() if resume else None
