@@ -2,7 +2,7 @@
 # shapes dataset (our own code generates it on first use: no download), sized to train and evaluate
 # on a 2-core CPU in under 10 minutes (`make demo`).
 from .common.models.retinanet import model
-from .common.schedules.schedule_1x import lr_scheduler, optimizer, train
+from .common.schedules.schedule_1x import train
 
 imports = []
 

@@ -1,6 +1,6 @@
 # RetinaNet R50-FPN with AdamW for 10 epochs (converted to iterations through the dataset size and
 # total batch), cosine decay, and flip + rotation + scale-jitter augmentation.
-from .retinanet_R50_FPN_1x import dataloader, imports, lr_scheduler, model, optimizer, train
+from .retinanet_R50_FPN_1x import dataloader, imports, model, train
 
 optimizer = dict(type="AdamW", lr=1e-4, betas=(0.9, 0.999), weight_decay=0.05, weight_decay_norm=0.0,
                  weight_decay_bias=0.0)
