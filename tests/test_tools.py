@@ -16,25 +16,66 @@ def run_tool(*args, timeout=300):
     return out.stdout
 
 
+SCHEMA_KEYS = {"name", "ours", "ref", "unit", "speedup"}
+
+
+def check_report(path, task):
+    report = json.loads(path.read_text())
+    assert set(report) == {"task", "device", "config", "results"} and report["task"] == task
+    assert report["device"] == "cpu" and report["results"]
+    for r in report["results"]:
+        assert set(r) == SCHEMA_KEYS, r
+        assert isinstance(r["name"], str) and isinstance(r["unit"], str) and r["ours"] is not None
+    return {r["name"]: r for r in report["results"]}
+
+
 def test_benchmark_ops_json_schema(tmp_path):
     path = tmp_path / "ops.json"
-    stdout = run_tool("tools/benchmark.py", "--task", "ops", "--runs", "2", "--warmup", "1",
+    stdout = run_tool("tools/benchmark.py", "--task", "ops", "--iters", "2", "--warmup", "1",
                       "--cases", "post-processing", "(100000, 80) int", "--json", str(path))
     assert "speedup" in stdout
-    report = json.loads(path.read_text())
-    assert report["task"] == "ops" and report["device"] == "cpu"
-    assert {r["name"] for r in report["results"]} == {"sigmoid_focal_loss fwd+bwd", "batched_nms"}
-    for r in report["results"]:
-        assert set(r) == {"name", "case", "ours_ms", "ref_ms", "speedup"}
-        assert r["ours_ms"] > 0 and r["ref_ms"] > 0 and abs(r["speedup"] - r["ref_ms"] / r["ours_ms"]) < 1e-9
+    results = check_report(path, "ops")
+    assert {n.split(":")[0] for n in results} == {"sigmoid_focal_loss fwd+bwd", "batched_nms"}
+    for r in results.values():
+        assert r["unit"] == "ms" and r["ours"] > 0 and r["ref"] > 0
+        assert abs(r["speedup"] - r["ref"] / r["ours"]) < 1e-9
 
 
 def test_benchmark_data_json(tmp_path):
     path = tmp_path / "data.json"
     run_tool("tools/benchmark.py", "--task", "data", "--config", "configs/quickstart.py", "--iters", "10",
              "--json", str(path), "dataloader.train.num_workers=0")
-    report = json.loads(path.read_text())
-    assert report["task"] == "data" and report["results"][0]["images_per_s"] > 0
+    (r,) = check_report(path, "data").values()
+    assert r["unit"] == "images/s" and r["ours"] > 0 and r["ref"] is None and r["speedup"] is None
+
+
+def test_benchmark_inference_and_train_against_torchvision(tmp_path):
+    for task, size in (("inference", "64x96"), ("train", "64x64")):
+        path = tmp_path / f"{task}.json"
+        stdout = run_tool("tools/benchmark.py", "--task", task, "--config", "configs/retinanet_R50_FPN_1x.py",
+                          "--compare", "torchvision", "--iters", "2", "--warmup", "1", "--input-size", size,
+                          "--json", str(path), "model.backbone.depth=18", "model.head.num_classes=3")
+        # The mirrored torchvision model has exactly our architecture: its weights load into ours.
+        assert "weights: shared" in stdout, stdout
+        results = check_report(path, task)
+        rate = next(r for n, r in results.items() if "images/s" in n)
+        assert rate["ours"] > 0 and rate["ref"] > 0 and abs(rate["speedup"] - rate["ours"] / rate["ref"]) < 1e-9
+        params = results["parameters"]
+        assert params["ours"] == params["ref"]  # the same network, so the same count
+        flops = next(r for n, r in results.items() if n.startswith("GFLOPs"))
+        assert flops["ours"] > 0 and abs(flops["ours"] - flops["ref"]) / flops["ref"] < 0.01
+        if task == "inference":
+            stages = [n for n in results if n.endswith("(stage)")]
+            assert len(stages) == 4
+
+
+def test_benchmark_rejects_bad_arguments():
+    out = subprocess.run([sys.executable, "tools/benchmark.py", "--task", "data", "--compare", "torchvision",
+                          "--config", "configs/quickstart.py"], cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode != 0 and "--compare applies to --task train and inference" in out.stderr
+    out = subprocess.run([sys.executable, "tools/benchmark.py", "--task", "inference", "--config",
+                          "configs/quickstart.py", "--input-size", "800by1216"], cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode != 0 and "800x1216 (HxW)" in out.stderr
 
 
 def test_visualize_data_writes_images(tmp_path):

@@ -24,3 +24,4 @@ model.postprocess.max_detections = 300
 model.pixel_mean = [123.675, 116.28, 103.53]
 model.pixel_std = [58.395, 57.12, 57.375]
 model.input_format = "RGB"
+model.size_divisibility = 128  # see above

@@ -4,3 +4,4 @@ from .retinanet_resnet50_fpn_torchvision import model
 model.neck.top_block = "p6p7_from_c5"
 model.head.norm = "GN"
 model.box_loss = dict(type="GIoULoss")
+model.size_divisibility = 128  # see above

@@ -3,8 +3,8 @@
 Deterministic (same seed, same bytes), written once as COCO json + JPEG images to a cache folder
 ($RETDET_CACHE, default ~/.cache/retdet), so the quickstart trains with no download. Objects vary in
 class, size (about 20 px to most of the image), colour and aspect; they overlap and occlude each other.
-Each box is the bounding box of the object's *visible* pixels; objects less than half visible are
-not annotated.
+Each box is the bounding box of the object's *visible* pixels; objects less than half visible
+(behind later objects or outside the image) are not annotated.
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ import numpy as np
 
 CLASSES = ["circle", "square", "triangle", "cross"]
 SPLITS: Dict[str, Tuple[int, int]] = {"train": (600, 0), "val": (120, 1)}  # images, seed
-VERSION = "v2"
+VERSION = "v3"  # v3: the visible fraction counts parts outside the image as hidden
 MIN_VISIBLE = 0.5
 MIN_SIZE = 20.0
 
@@ -77,16 +77,20 @@ def render_image(rng: np.random.Generator, h: int, w: int) -> Tuple[np.ndarray, 
         cx, cy = rng.uniform(0, w), rng.uniform(0, h)
         aspect = float(rng.uniform(0.7, 1.4))
         angle = float(rng.uniform(-30, 30)) if cls != 0 else float(rng.uniform(0, 180))
-        mask = np.zeros((h, w), np.uint8)
-        _draw(mask, cls, cx, cy, size, aspect, angle)
-        inside = mask > 0
+        # Draw on a canvas with a margin, so the area counts the parts outside the image too:
+        # a shape cut by the border loses what tells it apart (a cut cross looks like a bar).
+        margin = int(size) + 2
+        canvas = np.zeros((h + 2 * margin, w + 2 * margin), np.uint8)
+        _draw(canvas, cls, cx + margin, cy + margin, size, aspect, angle)
+        full_area = int(np.count_nonzero(canvas))
+        inside = canvas[margin:margin + h, margin:margin + w] > 0
         if inside.sum() < 20:
             continue
         colour = rng.integers(0, 256, size=3)
         shade = np.clip(colour + rng.normal(0, 10, size=(int(inside.sum()), 3)), 0, 255)
         img[inside] = shade.astype(np.uint8)
         owner[inside] = k
-        objects.append((k, cls, int(inside.sum())))
+        objects.append((k, cls, full_area))
     annotations = []
     for k, cls, area in objects:
         ys, xs = np.nonzero(owner == k)

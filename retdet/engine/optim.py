@@ -42,10 +42,12 @@ def sgd(model: nn.Module, *, lr: float, momentum: float = 0.9, weight_decay: flo
 
 @OPTIMIZERS.register("AdamW")
 def adamw(model: nn.Module, *, lr: float, betas: Sequence[float] = (0.9, 0.999), weight_decay: float = 0.05,
-          weight_decay_norm: float = 0.0, weight_decay_bias: float = 0.0, eps: float = 1e-8) -> torch.optim.Optimizer:
+          weight_decay_norm: float = 0.0, weight_decay_bias: float = 0.0, eps: float = 1e-8,
+          fused: bool = True) -> torch.optim.Optimizer:
+    """fused: one kernel per step for all parameters (CPU and CUDA) instead of a dozen ops per tensor."""
     groups = param_groups(model, weight_decay=weight_decay, weight_decay_norm=weight_decay_norm,
                           weight_decay_bias=weight_decay_bias)
-    return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), eps=eps)
+    return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), eps=eps, fused=fused or None)
 
 
 def build_optimizer(cfg: Mapping, model: nn.Module) -> torch.optim.Optimizer:

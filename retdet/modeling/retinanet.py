@@ -63,6 +63,7 @@ class RetinaNet(nn.Module):
         input_format: str = "BGR",
         size_divisibility: int = 128,
         ignore_ioa_threshold: float = 0.5,
+        channels_last: bool = False,
     ) -> None:
         super().__init__()
         self.backbone = _part(backbone, BACKBONES, "model.backbone")
@@ -84,6 +85,11 @@ class RetinaNet(nn.Module):
         self.preprocess = Preprocessor(pixel_mean=pixel_mean, pixel_std=pixel_std, input_format=input_format,
                                        size_divisibility=size_divisibility)
         self.ignore_ioa_threshold = ignore_ioa_threshold
+        # NHWC activations and weights: oneDNN (CPU) and cuDNN (with AMP) run these convolutions
+        # faster without layout conversions; the head's outputs are then already in the anchors' order.
+        self.channels_last = bool(channels_last)
+        if self.channels_last:
+            self.to(memory_format=torch.channels_last)
 
     # ---- network ---------------------------------------------------------------------------------
 
@@ -94,7 +100,8 @@ class RetinaNet(nn.Module):
 
     def forward(self, samples: Sequence[ImageSample]) -> Union[Dict[str, Tensor], List[Detections]]:
         batch = self.preprocess([s.image for s in samples])
-        features = self.features(batch.tensor)
+        images = batch.tensor.contiguous(memory_format=torch.channels_last) if self.channels_last else batch.tensor
+        features = self.features(images)
         logits, deltas = self.head(features)
         anchors = self.anchor_generator(features)
         logits = [permute_to_N_HWA_K(x, self.num_classes) for x in logits]

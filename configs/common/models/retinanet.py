@@ -24,5 +24,8 @@ model = dict(
     pixel_mean=[103.53, 116.28, 123.675],
     pixel_std=[1.0, 1.0, 1.0],
     input_format="BGR",
-    size_divisibility=128,
+    # Pad to the largest backbone stride only: P6/P7 come from stride-2 convs, which stay centred on
+    # their anchors at any size (padding to 128 would add up to 18% pixels at 800x1216).
+    size_divisibility=32,
+    channels_last=True,  # NHWC: faster convolutions on CPU (oneDNN) and on GPU with AMP
 )

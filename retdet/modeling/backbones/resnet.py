@@ -8,8 +8,10 @@ from __future__ import annotations
 from typing import Dict, List, Optional, Sequence
 
 import torchvision
-from torch import Tensor
+from torch import Tensor, nn
+from torchvision.models.resnet import BasicBlock, Bottleneck
 
+from retdet.layers.conv_bn import conv_norm
 from retdet.layers.norm import freeze_module, get_norm
 from retdet.registry import BACKBONES
 from retdet.structures import ShapeSpec
@@ -68,13 +70,30 @@ class ResNet(Backbone):
 
     def forward(self, images: Tensor) -> Dict[str, Tensor]:
         """(N, 3, H, W) -> {"res2": (N, C2, H/4, W/4), ..., "res5": (N, C5, H/32, W/32)} (requested ones)."""
-        x = self.maxpool(self.relu(self.bn1(self.conv1(images))))
+        x = self.maxpool(conv_norm(images, self.conv1, self.bn1).relu_())
         outputs = {}
         last = self.out_features[-1]
         for name, layer in zip(("res2", "res3", "res4", "res5"), (self.layer1, self.layer2, self.layer3, self.layer4)):
-            x = layer(x)
+            for block in layer:
+                x = _block_forward(block, x)
             if name in self.out_features:
                 outputs[name] = x
             if name == last:
                 break
         return outputs
+
+
+def _block_forward(block: nn.Module, x: Tensor) -> Tensor:
+    """torchvision's BasicBlock/Bottleneck forward, with frozen BNs folded into their convolutions
+    (retdet.layers.conv_bn): the same function, without the elementwise BN passes."""
+    if isinstance(block, Bottleneck):
+        out = conv_norm(x, block.conv1, block.bn1).relu_()
+        out = conv_norm(out, block.conv2, block.bn2).relu_()
+        out = conv_norm(out, block.conv3, block.bn3)
+    elif isinstance(block, BasicBlock):
+        out = conv_norm(x, block.conv1, block.bn1).relu_()
+        out = conv_norm(out, block.conv2, block.bn2)
+    else:
+        return block(x)
+    identity = x if block.downsample is None else conv_norm(x, block.downsample[0], block.downsample[1])
+    return (out + identity).relu_()

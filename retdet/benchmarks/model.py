@@ -1,0 +1,297 @@
+"""Detector speed: retdet's model against torchvision's RetinaNet, both timed in one process.
+
+The reference mirrors the config as far as torchvision's RetinaNet can: the same ResNet depth, norm
+(FrozenBN, as torchvision uses with pretrained weights), frozen stages, FPN width, P6/P7 input,
+anchors, classes and post-processing thresholds. When the two state dicts line up, our model loads
+the reference's (converted) weights, so both run the same function on the same pixels and the
+post-processing sees the same number of candidates. torchvision's in-model resize is replaced by an
+identity (our resizing lives in the data pipeline), so both get the same image sizes; its
+normalisation and batching stay. Calls alternate (ours, torchvision, ours, ...) and medians are
+reported.
+"""
+from __future__ import annotations
+
+import contextlib
+import statistics
+import time
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+
+import torch
+from torch import Tensor, nn
+
+from retdet.checkpoint.convert import convert_torchvision_retinanet
+from retdet.modeling import build_model, permute_to_N_HWA_K
+from retdet.structures import ImageSample
+from retdet.utils.model_analysis import DetectorNetwork, count_parameters, flop_analysis
+from retdet.utils.timing import interleaved_ms, percentile
+
+
+class _TorchvisionNetwork(nn.Module):
+    """torchvision RetinaNet's backbone + FPN + head alone (for FLOP counting)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: Tensor) -> Tuple[Tensor, ...]:
+        features = list(self.model.backbone(images).values())
+        return tuple(self.model.head(features).values())
+
+
+def torchvision_reference(model_cfg: Mapping) -> Tuple[nn.Module, List[str]]:
+    """torchvision's RetinaNet built like ``model_cfg``; also the settings it cannot mirror."""
+    import torchvision
+    from torchvision.models.detection import RetinaNet as TorchvisionRetinaNet
+    from torchvision.models.detection.anchor_utils import AnchorGenerator
+    from torchvision.models.detection.backbone_utils import BackboneWithFPN
+    from torchvision.models.detection.retinanet import RetinaNetHead
+    from torchvision.ops.feature_pyramid_network import LastLevelP6P7
+    from torchvision.ops.misc import FrozenBatchNorm2d
+
+    backbone_cfg, neck, head, anchors = (model_cfg["backbone"], model_cfg["neck"], model_cfg["head"],
+                                         model_cfg["anchor_generator"])
+    if backbone_cfg.get("type") != "ResNet":
+        raise ValueError(f"--compare torchvision needs a ResNet backbone (model.backbone.type), "
+                         f"got {backbone_cfg.get('type')!r}")
+    differences = []
+    depth = int(backbone_cfg.get("depth", 50))
+    norm = backbone_cfg.get("norm", "FrozenBN")
+    resnet = getattr(torchvision.models, f"resnet{depth}")(
+        weights=None, norm_layer=FrozenBatchNorm2d if norm == "FrozenBN" else nn.BatchNorm2d)
+    freeze_at = int(backbone_cfg.get("freeze_at", 2))
+    trainable = ["layer4", "layer3", "layer2", "layer1", "conv1"][: 5 - freeze_at]
+    for name, p in resnet.named_parameters():
+        if not any(name.startswith(t) for t in trainable):
+            p.requires_grad_(False)
+    out_channels = int(neck.get("out_channels", 256))
+    c5 = resnet.fc.in_features
+    p6_in = c5 if neck.get("top_block", "p6p7_from_c5") == "p6p7_from_c5" else out_channels
+    fpn = BackboneWithFPN(resnet, {"layer2": "0", "layer3": "1", "layer4": "2"}, [c5 // 4, c5 // 2, c5],
+                          out_channels, extra_blocks=LastLevelP6P7(p6_in, out_channels))
+    if neck.get("norm"):
+        differences.append("FPN norm (torchvision's FPN here has none)")
+
+    spo = int(anchors.get("scales_per_octave", 3))
+    sizes = tuple(tuple(float(s) * 2 ** (i / spo) for i in range(spo)) if isinstance(s, (int, float)) else tuple(s)
+                  for s in anchors["sizes"])
+    ratios = tuple(anchors.get("aspect_ratios", (0.5, 1.0, 2.0)))
+    anchor_generator = AnchorGenerator(sizes, (ratios,) * len(sizes))
+    num_classes = int(head["num_classes"])
+    head_norm = head.get("norm")
+    norm_layer = None
+    if head_norm == "GN":
+        from functools import partial
+        norm_layer = partial(nn.GroupNorm, 32)
+    elif head_norm:
+        differences.append(f"head norm {head_norm!r} (torchvision's head: none)")
+    if int(head.get("num_convs", 4)) != 4:
+        differences.append(f"head num_convs {head.get('num_convs')} (torchvision's head: 4)")
+    tv_head = RetinaNetHead(out_channels, anchor_generator.num_anchors_per_location()[0], num_classes,
+                            norm_layer=norm_layer)
+    post = model_cfg.get("postprocess", {})
+    model = TorchvisionRetinaNet(
+        fpn, num_classes, anchor_generator=anchor_generator, head=tv_head,
+        score_thresh=post.get("score_threshold", 0.05), nms_thresh=post.get("nms_threshold", 0.5),
+        detections_per_img=post.get("max_detections", 100), topk_candidates=post.get("topk_per_level", 1000))
+    # Same pixels on both sides: resizing is the data pipeline's job in retdet.
+    model.transform.resize = lambda image, target=None: (image, target)
+    return model, differences
+
+
+def share_weights(ours: nn.Module, ref: nn.Module) -> str:
+    """Load the reference's weights into ours when the state dicts line up; says what happened."""
+    converted = convert_torchvision_retinanet(ref.state_dict())
+    own = ours.state_dict()
+    mismatched = [k for k, v in converted.items() if k not in own or own[k].shape != v.shape]
+    missing = [k for k in own if k not in converted and not k.startswith("loss_normalizer.")]  # training state
+    if mismatched or missing:
+        return (f"independent random weights ({len(mismatched)} reference tensors do not fit ours, "
+                f"{len(missing)} of ours have no counterpart)")
+    ours.load_state_dict(converted, strict=False)
+    return "shared (torchvision's random weights converted into ours)"
+
+
+def synthetic_batch(batch_size: int, height: int, width: int, num_classes: int, seed: int = 0):
+    """The same random images and boxes for both models: (ours: samples, torchvision: images, targets)."""
+    g = torch.Generator().manual_seed(seed)
+    samples, images, targets = [], [], []
+    for i in range(batch_size):
+        image = torch.rand(3, height, width, generator=g) * 255
+        n = 5
+        xy = torch.rand(n, 2, generator=g) * torch.tensor([width * 0.7, height * 0.7])
+        wh = (0.05 + torch.rand(n, 2, generator=g) * 0.25) * torch.tensor([width, height])
+        boxes = torch.cat([xy, xy + wh], dim=1)
+        labels = torch.randint(0, num_classes, (n,), generator=g)
+        samples.append(ImageSample(image=image, image_id=i, gt_boxes=boxes, gt_labels=labels))
+        images.append(image.flip(0) / 255)  # torchvision: RGB in 0..1
+        targets.append({"boxes": boxes.clone(), "labels": labels.clone()})
+    return samples, images, targets
+
+
+def _to(device: torch.device, samples, images, targets):
+    samples = [ImageSample(image=s.image.to(device), image_id=s.image_id, gt_boxes=s.gt_boxes.to(device),
+                           gt_labels=s.gt_labels.to(device)) for s in samples]
+    images = [im.to(device) for im in images]
+    targets = [{k: v.to(device) for k, v in t.items()} for t in targets]
+    return samples, images, targets
+
+
+def _amp(device: torch.device, enabled: bool):
+    if not enabled:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.float16 if device.type == "cuda" else torch.bfloat16)
+
+
+def _row(name: str, ours: Optional[float], ref: Optional[float], unit: str, higher_is_better: bool) -> Dict[str, Any]:
+    speedup = None
+    if ours and ref:
+        speedup = ours / ref if higher_is_better else ref / ours
+    return {"name": name, "ours": ours, "ref": ref, "unit": unit, "speedup": speedup}
+
+
+def _peak_memory_mb(device: torch.device) -> Optional[float]:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return None
+
+
+def _stage_times(model: nn.Module, samples: Sequence[ImageSample], device: torch.device, runs: int,
+                 amp: bool) -> Dict[str, float]:
+    """Median ms of each inference stage of our detector (its forward, stage by stage)."""
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    stages: Dict[str, List[float]] = {k: [] for k in ("preprocessing", "backbone+FPN", "head", "post-processing")}
+    for _ in range(runs):
+        marks = [time.perf_counter()]
+
+        def mark():
+            sync()
+            marks.append(time.perf_counter())
+
+        with torch.no_grad(), _amp(device, amp):
+            batch = model.preprocess([s.image for s in samples])
+            images = batch.tensor.contiguous(memory_format=torch.channels_last) if model.channels_last else batch.tensor
+            mark()
+            features = model.features(images)
+            mark()
+            logits, deltas = model.head(features)
+            mark()
+            anchors = model.anchor_generator(features)
+            model.postprocess([permute_to_N_HWA_K(x, model.num_classes) for x in logits],
+                              [permute_to_N_HWA_K(x, 4) for x in deltas], anchors, batch.image_sizes,
+                              batch.image_sizes)
+            mark()
+        for name, a, b in zip(stages, marks, marks[1:]):
+            stages[name].append((b - a) * 1e3)
+    return {k: statistics.median(v) for k, v in stages.items()}
+
+
+def network_cost(ours: nn.Module, ref: Optional[nn.Module], height: int, width: int,
+                 device: torch.device) -> List[Dict[str, Any]]:
+    """Parameters (millions) and GFLOPs of one image's network pass, ours and the reference."""
+    images = torch.zeros(1, 3, height, width, device=device)
+    rows = []
+    params_ref = count_parameters(ref)["total"] / 1e6 if ref is not None else None
+    rows.append(_row("parameters", count_parameters(ours)["total"] / 1e6, params_ref, "M", False))
+    flops = flop_analysis(DetectorNetwork(ours), images).total() / 1e9
+    flops_ref = flop_analysis(_TorchvisionNetwork(ref), images).total() / 1e9 if ref is not None else None
+    rows.append(_row(f"GFLOPs (network, {height}x{width})", flops, flops_ref, "GFLOPs", False))
+    for r in rows:
+        r["speedup"] = None  # sizes, not speeds
+    return rows
+
+
+def inference_benchmark(model_cfg: Mapping, *, device: torch.device, batch_size: int, height: int, width: int,
+                        iters: int, warmup: int = 2, amp: bool = False, compare: bool = True,
+                        log: Callable[[str], None] = print) -> List[Dict[str, Any]]:
+    torch.manual_seed(0)
+    ours = build_model(model_cfg).to(device).eval()
+    ref = None
+    if compare:
+        ref, differences = torchvision_reference(model_cfg)
+        ref = ref.to(device).eval()
+        log(f"weights: {share_weights(ours, ref)}")
+        for d in differences:
+            log(f"not mirrored in torchvision's model: {d}")
+    samples, images, targets = _to(device, *synthetic_batch(batch_size, height, width, ours.num_classes))
+
+    def run_ours():
+        with torch.no_grad(), _amp(device, amp):
+            return ours(samples)
+
+    def run_ref():
+        with torch.no_grad(), _amp(device, amp):
+            return ref(images)
+
+    fns = {"ours": run_ours} if ref is None else {"ours": run_ours, "ref": run_ref}
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    times = interleaved_ms(fns, device=device.type, warmup=warmup, runs=iters)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    p90 = {k: percentile(v, 90) for k, v in times.items()}
+    rows = [
+        _row(f"images/s (batch {batch_size}, {height}x{width})", batch_size * 1e3 / med["ours"],
+             batch_size * 1e3 / med["ref"] if ref is not None else None, "images/s", True),
+        _row("latency median", med["ours"], med.get("ref"), "ms", False),
+        _row("latency p90", p90["ours"], p90.get("ref"), "ms", False),
+    ]
+    for name, ms in _stage_times(ours, samples, device, max(3, iters // 2), amp).items():
+        rows.append(_row(f"{name} (stage)", ms, None, "ms", False))
+    rows.extend(network_cost(ours, ref, height, width, device))
+    return rows
+
+
+def train_benchmark(model_cfg: Mapping, *, device: torch.device, batch_size: int, height: int, width: int,
+                    iters: int, warmup: int = 2, amp: bool = False, compare: bool = True,
+                    log: Callable[[str], None] = print) -> List[Dict[str, Any]]:
+    """One SGD step (forward with losses, backward, update) per call, on a fixed synthetic batch."""
+    torch.manual_seed(0)
+    ours = build_model(model_cfg).to(device).train()
+    models = {"ours": ours}
+    if compare:
+        ref, differences = torchvision_reference(model_cfg)
+        ref = ref.to(device).train()
+        log(f"weights: {share_weights(ours, ref)}")
+        for d in differences:
+            log(f"not mirrored in torchvision's model: {d}")
+        models["ref"] = ref
+    samples, images, targets = _to(device, *synthetic_batch(batch_size, height, width, ours.num_classes))
+    # Equal optimisers; a small LR keeps random-weight training finite over the timed steps.
+    optimizers = {k: torch.optim.SGD([p for p in m.parameters() if p.requires_grad], lr=1e-4, momentum=0.9)
+                  for k, m in models.items()}
+    scalers = {k: torch.amp.GradScaler(device.type, enabled=amp and device.type == "cuda") for k in models}
+
+    def step(name: str) -> Callable[[], None]:
+        def run():
+            with _amp(device, amp):
+                losses = models[name](samples) if name == "ours" else models[name](images, targets)
+                loss = sum(losses.values())
+            optimizers[name].zero_grad(set_to_none=True)
+            scalers[name].scale(loss).backward()
+            scalers[name].step(optimizers[name])
+            scalers[name].update()
+        return run
+
+    fns = {k: step(k) for k in models}
+    peaks: Dict[str, Optional[float]] = {}
+    for name, fn in fns.items():  # memory: one step each, alone
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+            torch.cuda.reset_peak_memory_stats(device)
+        fn()
+        peaks[name] = _peak_memory_mb(device)
+    times = interleaved_ms(fns, device=device.type, warmup=warmup, runs=iters)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    rows = [
+        _row(f"train images/s (batch {batch_size}, {height}x{width})", batch_size * 1e3 / med["ours"],
+             batch_size * 1e3 / med["ref"] if "ref" in med else None, "images/s", True),
+        _row("iterations/s", 1e3 / med["ours"], 1e3 / med["ref"] if "ref" in med else None, "it/s", True),
+        _row("step time median", med["ours"], med.get("ref"), "ms", False),
+    ]
+    if device.type == "cuda":
+        rows.append(_row("peak memory (one step)", peaks["ours"], peaks.get("ref"), "MB", False))
+    else:
+        import resource
+        rows.append(_row("peak RSS of the process (both models)",
+                         resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, None, "MB", False))
+    rows.extend(network_cost(ours, models.get("ref"), height, width, device))
+    return rows

@@ -1,0 +1,135 @@
+"""Exporting a detector, post-processing included, to TorchScript or ONNX.
+
+The exported graph is traced from :class:`ExportableRetinaNet`, which runs the model's own network,
+anchors, box coder and thresholds with shape-agnostic code, so one graph serves every input size:
+
+    boxes (D, 4), scores (D,), labels (D,) = exported(image, image_size)
+
+    image:      (1, 3, Hp, Wp) float32 in 0..255, the model's channel order, already resized; Hp and Wp
+                are multiples of the model's size_divisibility and the padding holds the pixel mean
+                (it normalises to exactly 0, as the eager model's zero padding does).
+    image_size: (2,) int64, the (h, w) of the image inside the padding; boxes are clipped to it.
+
+:func:`prepare_input` does the resize and padding from a raw image and returns the scale back to
+its pixels. TorchScript keeps retdet's batched NMS (load it with ``import retdet`` first, which
+registers the op); ONNX uses torchvision's NMS with a class offset (ONNX NonMaxSuppression).
+"""
+from __future__ import annotations
+
+from typing import Mapping, Tuple
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from retdet import ops
+from retdet.data.build import build_transforms
+from retdet.data.transforms import AugSample, apply_transforms
+from retdet.modeling import permute_to_N_HWA_K
+
+FORMATS = ("torchscript", "onnx")
+
+
+class ExportableRetinaNet(nn.Module):
+    """A built RetinaNet as one traceable function (see the module docstring).
+
+    Args:
+        model: the detector (its parts and weights are used as they are).
+        nms: "retdet" (the compiled op, TorchScript) or "torchvision" (ONNX-exportable).
+    """
+
+    def __init__(self, model: nn.Module, *, nms: str = "retdet") -> None:
+        super().__init__()
+        if nms not in ("retdet", "torchvision"):
+            raise ValueError(f"nms must be 'retdet' or 'torchvision', got {nms!r}")
+        self.model, self.nms = model.eval(), nms
+        post = model.postprocess
+        self.score_threshold, self.topk = float(post.score_threshold), int(post.topk_per_level)
+        self.nms_threshold, self.max_detections = float(post.nms_threshold), int(post.max_detections)
+
+    def forward(self, image: Tensor, image_size: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+        model = self.model
+        x = (image - model.preprocess.pixel_mean) / model.preprocess.pixel_std
+        if model.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        features = model.features(x)
+        logits, deltas = model.head(features)
+        k = model.num_classes
+        bounds = image_size.flip(0).repeat(2).to(torch.float32)  # (w, h, w, h)
+        boxes_all, scores_all, labels_all = [], [], []
+        for level, (lg, dl, f) in enumerate(zip(logits, deltas, features)):
+            anchors = self._anchors(level, f)
+            scores = torch.sigmoid(permute_to_N_HWA_K(lg, k)[0].float()).flatten()
+            candidates = torch.nonzero(scores > self.score_threshold).flatten()
+            scores = scores[candidates]
+            # The candidate count is data-dependent: keep it a tensor while tracing, or the graph
+            # would remember this image's count.
+            num = torch.clamp(torch.tensor(candidates.shape[0]), max=self.topk) if torch.jit.is_tracing() \
+                else min(self.topk, candidates.shape[0])
+            scores, order = scores.topk(num)
+            candidates = candidates[order]
+            anchor_idx = torch.div(candidates, k, rounding_mode="floor")
+            boxes = model.box_coder.decode(permute_to_N_HWA_K(dl, 4)[0][anchor_idx].float(), anchors[anchor_idx])
+            boxes_all.append(torch.min(boxes.clamp(min=0), bounds))
+            scores_all.append(scores)
+            labels_all.append(candidates % k)
+        boxes, scores, labels = torch.cat(boxes_all), torch.cat(scores_all), torch.cat(labels_all)
+        if self.nms == "retdet":
+            keep = ops.batched_nms(boxes, scores, labels, self.nms_threshold)
+        else:
+            import torchvision
+
+            offsets = labels.to(boxes.dtype)[:, None] * (bounds.max() + 1)
+            keep = torchvision.ops.nms(boxes + offsets, scores, self.nms_threshold)
+        keep = keep[: self.max_detections]
+        return boxes[keep], scores[keep], labels[keep]
+
+    def _anchors(self, level: int, feature: Tensor) -> Tensor:
+        gen = self.model.anchor_generator
+        if not torch.jit.is_tracing():
+            return gen.grid_anchors(level, feature.shape[-2], feature.shape[-1], feature.device)
+        stride = gen.strides[level]  # the same formula as grid_anchors, on traced sizes
+        xs = (torch.arange(feature.shape[-1], dtype=torch.float32) + gen.offset) * stride
+        ys = (torch.arange(feature.shape[-2], dtype=torch.float32) + gen.offset) * stride
+        y, x = torch.meshgrid(ys, xs, indexing="ij")
+        shifts = torch.stack([x, y, x, y], dim=-1).reshape(-1, 1, 4)
+        return (shifts + gen.cell_anchors(level)[None]).reshape(-1, 4)
+
+
+def prepare_input(image: np.ndarray, cfg: Mapping, *, input_format: str = "BGR") -> Tuple[Tensor, Tensor, Tensor]:
+    """A raw (H, W, 3) uint8 image -> (image (1, 3, Hp, Wp), image_size (2,), scale (4,)): the
+    exported model's inputs and the factors taking its boxes back to the raw image's pixels."""
+    model_cfg = cfg.model
+    if input_format != model_cfg.get("input_format", "BGR"):
+        image = image[:, :, ::-1]
+    transforms = build_transforms(cfg.dataloader.test.get("transforms", []))
+    aug = apply_transforms(transforms, AugSample(image=np.ascontiguousarray(image), boxes=np.zeros((0, 4), np.float32),
+                                                 labels=np.zeros(0, np.int64)), np.random.default_rng(0))
+    h, w = aug.image.shape[:2]
+    div = max(int(model_cfg.get("size_divisibility", 32)), 1)
+    hp, wp = -(-h // div) * div, -(-w // div) * div
+    mean = torch.tensor(model_cfg.get("pixel_mean"), dtype=torch.float32).view(3, 1, 1)
+    padded = mean.expand(3, hp, wp).clone()
+    padded[:, :h, :w] = torch.from_numpy(np.ascontiguousarray(aug.image.transpose(2, 0, 1))).float()
+    sy, sx = image.shape[0] / h, image.shape[1] / w
+    return padded[None], torch.tensor([h, w]), torch.tensor([sx, sy, sx, sy], dtype=torch.float32)
+
+
+def export_model(model: nn.Module, example: Tuple[Tensor, Tensor], path: str, fmt: str) -> str:
+    """Trace ``model`` on ``example`` and write it to ``path`` as ``fmt`` (torchscript or onnx)."""
+    import warnings
+
+    if fmt not in FORMATS:
+        raise ValueError(f"unsupported export format {fmt!r}: choose one of {', '.join(FORMATS)}")
+    wrapper = ExportableRetinaNet(model, nms="retdet" if fmt == "torchscript" else "torchvision")
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the tracer's warnings about the data-dependent counts handled above
+        if fmt == "torchscript":
+            traced = torch.jit.trace(wrapper, example, check_trace=False)
+            traced.save(path)
+        else:
+            torch.onnx.export(wrapper, example, path, dynamo=False, opset_version=17,
+                              input_names=["image", "image_size"], output_names=["boxes", "scores", "labels"],
+                              dynamic_axes={"image": {2: "height", 3: "width"}, "boxes": {0: "detections"},
+                                            "scores": {0: "detections"}, "labels": {0: "detections"}})
+    return path

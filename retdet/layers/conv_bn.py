@@ -1,0 +1,34 @@
+"""A convolution followed by a frozen batch norm, computed as one convolution.
+
+A frozen BN is a per-channel affine map y = x * s + t with constants s, t, so conv -> FrozenBN equals
+one convolution with weight W * s and bias b * s + t. Folding it on the fly (not once, into the
+checkpoint) keeps the parameters and the state dict as they are and keeps training exact: the
+gradient still reaches W through the product, and only the small weight tensor is scaled, instead of
+two elementwise passes over every activation (forward and backward).
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchvision.ops.misc import FrozenBatchNorm2d
+
+
+def frozen_bn_affine(bn: FrozenBatchNorm2d):
+    """(scale (C,), shift (C,)) with bn(x) == x * scale[:, None, None] + shift[:, None, None]."""
+    scale = bn.weight * (bn.running_var + bn.eps).rsqrt()
+    return scale, bn.bias - bn.running_mean * scale
+
+
+def conv_norm(x: Tensor, conv: nn.Conv2d, norm: Optional[nn.Module]) -> Tensor:
+    """norm(conv(x)); a FrozenBN is folded into the convolution (see the module docstring)."""
+    # While tracing (FLOP counting, export) call the modules, so each op is attributed to its module.
+    if not isinstance(norm, FrozenBatchNorm2d) or conv.padding_mode != "zeros" or torch.jit.is_tracing():
+        y = conv(x)
+        return y if norm is None else norm(y)
+    scale, shift = frozen_bn_affine(norm)
+    weight = conv.weight * scale.view(-1, 1, 1, 1).to(conv.weight.dtype)
+    bias = shift if conv.bias is None else conv.bias * scale + shift
+    return F.conv2d(x, weight, bias.to(conv.weight.dtype), conv.stride, conv.padding, conv.dilation, conv.groups)
