@@ -102,7 +102,7 @@ def prepare_input(image: np.ndarray, cfg: Mapping, *, input_format: str = "BGR")
     model_cfg = cfg.model
     if input_format != model_cfg.get("input_format", "BGR"):
         image = image[:, :, ::-1]
-    transforms = build_transforms(cfg.dataloader.test.get("transforms", []))
+    transforms = build_transforms(cfg.get("dataloader", {}).get("test", {}).get("transforms", []))
     aug = apply_transforms(transforms, AugSample(image=np.ascontiguousarray(image), boxes=np.zeros((0, 4), np.float32),
                                                  labels=np.zeros(0, np.int64)), np.random.default_rng(0))
     h, w = aug.image.shape[:2]

@@ -42,12 +42,11 @@ def _size(text: str):
 
 
 def _load(args):
-    from retdet.config import import_user_modules, load_config
+    from retdet.config import load_config
 
     if not args.config:
         raise SystemExit(f"--task {args.task} needs --config")
     cfg = load_config(args.config, args.opts)
-    import_user_modules(cfg.get("imports", []))
     return cfg
 
 

@@ -22,7 +22,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from retdet.checkpoint import load_weights  # noqa: E402
-from retdet.config import import_user_modules, load_config  # noqa: E402
+from retdet.config import load_config  # noqa: E402
 from retdet.data.image_io import read_image  # noqa: E402
 from retdet.export import FORMATS, export_model, prepare_input  # noqa: E402
 from retdet.modeling import build_model  # noqa: E402
@@ -92,7 +92,6 @@ def main(argv=None) -> int:
     if args.format not in FORMATS:
         parser.error(f"--format {args.format!r} is not supported: choose one of {', '.join(FORMATS)}")
     cfg = load_config(args.config, args.opts)
-    import_user_modules(cfg.get("imports", []))
     model = build_model(cfg.model).eval()
     load_weights(model, args.weights, logger=logger)
     images = check_images(cfg, args.check_images)

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # GPU check for the compiled ops, for a CUDA machine: build the extension with its CUDA kernels,
-# run the op tests (CUDA tests included: CPU vs CUDA agreement), then the op benchmark on CUDA.
+# run the op tests (CUDA tests included: CPU vs CUDA agreement), then the op and detector benchmarks on CUDA.
 # Ends well within 5 minutes on an H100. Results go to $OUT (default ./output/gpu_check).
 #
 # On the lent GPU machine (its own torch; our other dependencies as wheels in .whl/, see
@@ -28,5 +28,16 @@ PY
 status=0
 "$PY" -m pytest -q tests/test_focal_loss.py tests/test_nms.py 2>&1 | tee "$OUT/tests.txt" | tail -15 || status=1
 "$PY" tools/benchmark.py --task ops --device cuda --json "$OUT/ops_cuda.json" 2>&1 | tee "$OUT/bench_cuda.txt" || status=1
+# The detector against torchvision (R50-FPN, same run): inference at batch 1 and 8, fp32 and AMP;
+# training at batch 8 with AMP.
+R50=configs/retinanet_R50_FPN_1x.py
+for b in 1 8; do
+  for amp in "" "--amp"; do
+    "$PY" tools/benchmark.py --config $R50 --task inference --device cuda --compare torchvision --batch-size $b $amp \
+      --iters 20 --json "$OUT/inference_b${b}${amp:+_amp}.json" 2>&1 | tee -a "$OUT/bench_model.txt" || status=1
+  done
+done
+"$PY" tools/benchmark.py --config $R50 --task train --device cuda --compare torchvision --batch-size 8 --amp \
+  --input-size 800x1216 --iters 20 --json "$OUT/train_b8_amp.json" 2>&1 | tee -a "$OUT/bench_model.txt" || status=1
 echo "gpu_check: total $(( $(date +%s) - start )) s, status $status"
 exit $status

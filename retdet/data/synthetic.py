@@ -2,7 +2,8 @@
 
 Deterministic (same seed, same bytes), written once as COCO json + JPEG images to a cache folder
 ($RETDET_CACHE, default ~/.cache/retdet), so the quickstart trains with no download. Objects vary in
-class, size (about 20 px to most of the image), colour and aspect; they overlap and occlude each other.
+class, size (20 px to 60% of the short side), colour and aspect; they overlap and partly occlude each
+other (a later object hides at most 30% of an earlier one), and they contrast with their background.
 Each box is the bounding box of the object's *visible* pixels; objects less than half visible
 (behind later objects or outside the image) are not annotated.
 """
@@ -18,9 +19,15 @@ import numpy as np
 
 CLASSES = ["circle", "square", "triangle", "cross"]
 SPLITS: Dict[str, Tuple[int, int]] = {"train": (600, 0), "val": (120, 1)}  # images, seed
-VERSION = "v3"  # v3: the visible fraction counts parts outside the image as hidden
-MIN_VISIBLE = 0.5
+# v3: the visible fraction counts parts outside the image as hidden. v4: occlusion limited to
+# MAX_HIDDEN per object, objects contrast with their background, at most MAX_SIZE of the short side.
+VERSION = "v4"
+MIN_VISIBLE = 0.5   # annotated objects show at least this fraction of their area
+MAX_HIDDEN = 0.3    # a later object may cover at most this fraction of an earlier one's visible pixels
+MIN_CONTRAST = 60.0  # sum over B, G, R of |object colour - mean background colour under it|
 MIN_SIZE = 20.0
+MAX_SIZE = 0.6      # of the image's short side
+MAX_ATTEMPTS = 10   # placements tried per object before it is left out
 
 
 def cache_root() -> str:
@@ -72,25 +79,36 @@ def render_image(rng: np.random.Generator, h: int, w: int) -> Tuple[np.ndarray, 
     owner = np.full((h, w), -1, np.int32)  # which object each pixel shows
     objects = []
     for k in range(int(rng.integers(1, 7))):
-        cls = int(rng.integers(0, len(CLASSES)))
-        size = float(np.exp(rng.uniform(np.log(MIN_SIZE), np.log(0.7 * min(h, w)))))
-        cx, cy = rng.uniform(0, w), rng.uniform(0, h)
-        aspect = float(rng.uniform(0.7, 1.4))
-        angle = float(rng.uniform(-30, 30)) if cls != 0 else float(rng.uniform(0, 180))
-        # Draw on a canvas with a margin, so the area counts the parts outside the image too:
-        # a shape cut by the border loses what tells it apart (a cut cross looks like a bar).
-        margin = int(size) + 2
-        canvas = np.zeros((h + 2 * margin, w + 2 * margin), np.uint8)
-        _draw(canvas, cls, cx + margin, cy + margin, size, aspect, angle)
-        full_area = int(np.count_nonzero(canvas))
-        inside = canvas[margin:margin + h, margin:margin + w] > 0
-        if inside.sum() < 20:
-            continue
-        colour = rng.integers(0, 256, size=3)
-        shade = np.clip(colour + rng.normal(0, 10, size=(int(inside.sum()), 3)), 0, 255)
-        img[inside] = shade.astype(np.uint8)
-        owner[inside] = k
-        objects.append((k, cls, full_area))
+        for _attempt in range(MAX_ATTEMPTS):
+            cls = int(rng.integers(0, len(CLASSES)))
+            size = float(np.exp(rng.uniform(np.log(MIN_SIZE), np.log(MAX_SIZE * min(h, w)))))
+            cx, cy = rng.uniform(0, w), rng.uniform(0, h)
+            aspect = float(rng.uniform(0.7, 1.4))
+            angle = float(rng.uniform(-30, 30)) if cls != 0 else float(rng.uniform(0, 180))
+            colour = rng.integers(0, 256, size=3)
+            # Draw on a canvas with a margin, so the area counts the parts outside the image too:
+            # a shape cut by the border loses what tells it apart (a cut cross looks like a bar).
+            margin = int(size) + 2
+            canvas = np.zeros((h + 2 * margin, w + 2 * margin), np.uint8)
+            _draw(canvas, cls, cx + margin, cy + margin, size, aspect, angle)
+            full_area = int(np.count_nonzero(canvas))
+            inside = canvas[margin:margin + h, margin:margin + w] > 0
+            if inside.sum() < max(20, MIN_VISIBLE * full_area):
+                continue  # mostly outside the image: try another placement
+            # Occlusion stays partial: the new object may hide at most MAX_HIDDEN of what each
+            # earlier object still shows, so every annotated shape keeps its outline readable.
+            covered = np.bincount(owner[inside & (owner >= 0)], minlength=k)
+            shown = np.bincount(owner[owner >= 0], minlength=k)
+            if np.any(covered > MAX_HIDDEN * np.maximum(shown, 1)):
+                continue
+            # And it must stand out from what it is drawn on.
+            if np.abs(img[inside].astype(np.float32).mean(axis=0) - colour).sum() < MIN_CONTRAST:
+                continue
+            shade = np.clip(colour + rng.normal(0, 10, size=(int(inside.sum()), 3)), 0, 255)
+            img[inside] = shade.astype(np.uint8)
+            owner[inside] = k
+            objects.append((k, cls, full_area))
+            break
     annotations = []
     for k, cls, area in objects:
         ys, xs = np.nonzero(owner == k)
@@ -147,3 +165,21 @@ def ensure_synthetic_shapes(split: str) -> Tuple[str, str]:
         except OSError:
             shutil.rmtree(tmp, ignore_errors=True)  # another process won the race
     return os.path.join(out_dir, "annotations.json"), os.path.join(out_dir, "images")
+
+
+def main(argv=None) -> None:
+    """``python -m retdet.data.synthetic --output DIR [--num-images N] [--seed S]``: write a
+    COCO-format dataset (DIR/annotations.json, DIR/images/) - e.g. to try the custom-dataset guide."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--output", required=True)
+    parser.add_argument("--num-images", type=int, default=50)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    json_file = generate_synthetic_shapes(args.output, args.num_images, args.seed)
+    print(f"wrote {args.num_images} images and {json_file}")
+
+
+if __name__ == "__main__":
+    main()

@@ -43,7 +43,10 @@ class Predictor:
 
     def __init__(self, cfg: Mapping, model: torch.nn.Module, *, input_format: str = "BGR") -> None:
         self.model = model.eval()
-        self.transforms = build_transforms(cfg.dataloader.test.get("transforms", []))
+        test = cfg.get("dataloader", {}).get("test", {})
+        if "transforms" not in test:
+            logger.warning("the config has no dataloader.test.transforms: images go in at their own size")
+        self.transforms = build_transforms(test.get("transforms", []))
         self.input_format = input_format
         self.model_format = cfg.model.get("input_format", "BGR")
         self.device = next(model.parameters()).device

@@ -291,6 +291,7 @@ def evaluate(cfg: Mapping, model: nn.Module, *, output_dir: Optional[str], amp_d
     """COCO evaluation of ``model`` on the config's test set (each image on exactly one worker)."""
     from retdet.evaluation import inference_on_dataset
 
+    register_from_config(cfg["dataloader"].get("register", []))  # --eval-only comes here directly
     test = cfg["dataloader"]["test"]
     loader, dataset = build_test_loader(test, input_format=cfg["model"].get("input_format", "BGR"),
                                         rank=comm.get_rank(), world_size=comm.get_world_size())

@@ -9,6 +9,7 @@ train = dict(
     checkpoint_period=5000,
     keep_last=3,
     eval_period=0,
+    eval_at_end=True,  # evaluate once after the last iteration
     log_period=20,
     seed=0,
     output_dir="./output/retinanet_R50_FPN_1x",
