@@ -200,18 +200,25 @@ def network_cost(ours: nn.Module, ref: Optional[nn.Module], height: int, width: 
     return rows
 
 
+def build_pair(model_cfg: Mapping, *, device: torch.device, training: bool, compare: bool,
+               log: Callable[[str], None]) -> Dict[str, nn.Module]:
+    """{"ours": our model, "ref": torchvision's like it (when compare)}, sharing weights if they fit."""
+    torch.manual_seed(0)
+    models = {"ours": build_model(model_cfg).to(device).train(training)}
+    if compare:
+        ref, differences = torchvision_reference(model_cfg)
+        models["ref"] = ref.to(device).train(training)
+        log(f"weights: {share_weights(models['ours'], models['ref'])}")
+        for d in differences:
+            log(f"not mirrored in torchvision's model: {d}")
+    return models
+
+
 def inference_benchmark(model_cfg: Mapping, *, device: torch.device, batch_size: int, height: int, width: int,
                         iters: int, warmup: int = 2, amp: bool = False, compare: bool = True,
                         log: Callable[[str], None] = print) -> List[Dict[str, Any]]:
-    torch.manual_seed(0)
-    ours = build_model(model_cfg).to(device).eval()
-    ref = None
-    if compare:
-        ref, differences = torchvision_reference(model_cfg)
-        ref = ref.to(device).eval()
-        log(f"weights: {share_weights(ours, ref)}")
-        for d in differences:
-            log(f"not mirrored in torchvision's model: {d}")
+    models = build_pair(model_cfg, device=device, training=False, compare=compare, log=log)
+    ours, ref = models["ours"], models.get("ref")
     samples, images, targets = _to(device, *synthetic_batch(batch_size, height, width, ours.num_classes))
 
     def run_ours():
@@ -244,16 +251,8 @@ def train_benchmark(model_cfg: Mapping, *, device: torch.device, batch_size: int
                     iters: int, warmup: int = 2, amp: bool = False, compare: bool = True,
                     log: Callable[[str], None] = print) -> List[Dict[str, Any]]:
     """One SGD step (forward with losses, backward, update) per call, on a fixed synthetic batch."""
-    torch.manual_seed(0)
-    ours = build_model(model_cfg).to(device).train()
-    models = {"ours": ours}
-    if compare:
-        ref, differences = torchvision_reference(model_cfg)
-        ref = ref.to(device).train()
-        log(f"weights: {share_weights(ours, ref)}")
-        for d in differences:
-            log(f"not mirrored in torchvision's model: {d}")
-        models["ref"] = ref
+    models = build_pair(model_cfg, device=device, training=True, compare=compare, log=log)
+    ours = models["ours"]
     samples, images, targets = _to(device, *synthetic_batch(batch_size, height, width, ours.num_classes))
     # Equal optimisers; a small LR keeps random-weight training finite over the timed steps.
     optimizers = {k: torch.optim.SGD([p for p in m.parameters() if p.requires_grad], lr=1e-4, momentum=0.9)
