@@ -124,6 +124,16 @@ def _load_entries(path: str, keep_all: bool = False) -> Dict[str, Any]:
     return entries
 
 
+def _module_file(name: str, relative_to: Optional[str]) -> str:
+    """The absolute path of an ``imports`` entry ending in .py (relative to the config's folder, then
+    to the working directory)."""
+    candidates = [name] if os.path.isabs(name) else [os.path.join(relative_to or "", name), os.path.join(os.getcwd(), name)]
+    path = next((os.path.abspath(c) for c in candidates if os.path.isfile(c)), None)
+    if path is None:
+        raise ImportError(f"imports: module file {name!r} not found (looked in: {', '.join(candidates)})")
+    return path
+
+
 def import_user_modules(names: Iterable[str], relative_to: Optional[str] = None) -> List[types.ModuleType]:
     """Import the researcher's own modules so their classes register themselves.
 
@@ -133,11 +143,7 @@ def import_user_modules(names: Iterable[str], relative_to: Optional[str] = None)
     modules = []
     for name in names:
         if name.endswith(".py"):
-            candidates = [name] if os.path.isabs(name) else [
-                os.path.join(relative_to or "", name), os.path.join(os.getcwd(), name)]
-            path = next((os.path.abspath(c) for c in candidates if os.path.isfile(c)), None)
-            if path is None:
-                raise ImportError(f"imports: module file {name!r} not found (looked in: {', '.join(candidates)})")
+            path = _module_file(name, relative_to)
             mod_name = os.path.splitext(os.path.basename(path))[0]
             if mod_name in sys.modules and getattr(sys.modules[mod_name], "__file__", None) == path:
                 modules.append(sys.modules[mod_name])
@@ -165,8 +171,11 @@ def load_config(path: str, overrides: Iterable[str] = (), *, extra_imports: Iter
 
     cfg = ConfigDict(_load_entries(path))
     cfg = apply_overrides(cfg, overrides)
-    user_modules = list(cfg.get("imports", [])) + list(extra_imports)
-    import_user_modules(user_modules, relative_to=os.path.dirname(os.path.abspath(path)))
+    base = os.path.dirname(os.path.abspath(path))
+    if cfg.get("imports"):
+        # File paths become absolute, so the resolved config (dumped into the run folder) reloads anywhere.
+        cfg["imports"] = [_module_file(n, base) if n.endswith(".py") else n for n in cfg["imports"]]
+    import_user_modules(list(cfg.get("imports", [])) + list(extra_imports), relative_to=base)
     return cfg
 
 
