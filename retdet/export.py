@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from retdet import ops
 from retdet.data.build import build_transforms
-from retdet.data.transforms import AugSample, apply_transforms
+from retdet.engine.predictor import test_resize
 from retdet.modeling import permute_to_N_HWA_K
 
 FORMATS = ("torchscript", "onnx")
@@ -57,8 +57,7 @@ class ExportableRetinaNet(nn.Module):
         k = model.num_classes
         bounds = image_size.flip(0).repeat(2).to(torch.float32)  # (w, h, w, h)
         boxes_all, scores_all, labels_all = [], [], []
-        for level, (lg, dl, f) in enumerate(zip(logits, deltas, features)):
-            anchors = self._anchors(level, f)
+        for lg, dl, anchors in zip(logits, deltas, model.anchor_generator(features)):
             scores = torch.sigmoid(permute_to_N_HWA_K(lg, k)[0].float()).flatten()
             candidates = torch.nonzero(scores > self.score_threshold).flatten()
             scores = scores[candidates]
@@ -84,17 +83,6 @@ class ExportableRetinaNet(nn.Module):
         keep = keep[: self.max_detections]
         return boxes[keep], scores[keep], labels[keep]
 
-    def _anchors(self, level: int, feature: Tensor) -> Tensor:
-        gen = self.model.anchor_generator
-        if not torch.jit.is_tracing():
-            return gen.grid_anchors(level, feature.shape[-2], feature.shape[-1], feature.device)
-        stride = gen.strides[level]  # the same formula as grid_anchors, on traced sizes
-        xs = (torch.arange(feature.shape[-1], dtype=torch.float32) + gen.offset) * stride
-        ys = (torch.arange(feature.shape[-2], dtype=torch.float32) + gen.offset) * stride
-        y, x = torch.meshgrid(ys, xs, indexing="ij")
-        shifts = torch.stack([x, y, x, y], dim=-1).reshape(-1, 1, 4)
-        return (shifts + gen.cell_anchors(level)[None]).reshape(-1, 4)
-
 
 def prepare_input(image: np.ndarray, cfg: Mapping, *, input_format: str = "BGR") -> Tuple[Tensor, Tensor, Tensor]:
     """A raw (H, W, 3) uint8 image -> (image (1, 3, Hp, Wp), image_size (2,), scale (4,)): the
@@ -102,15 +90,13 @@ def prepare_input(image: np.ndarray, cfg: Mapping, *, input_format: str = "BGR")
     model_cfg = cfg.model
     if input_format != model_cfg.get("input_format", "BGR"):
         image = image[:, :, ::-1]
-    transforms = build_transforms(cfg.get("dataloader", {}).get("test", {}).get("transforms", []))
-    aug = apply_transforms(transforms, AugSample(image=np.ascontiguousarray(image), boxes=np.zeros((0, 4), np.float32),
-                                                 labels=np.zeros(0, np.int64)), np.random.default_rng(0))
-    h, w = aug.image.shape[:2]
+    resized = test_resize(build_transforms(cfg.get("dataloader", {}).get("test", {}).get("transforms", [])), image)
+    h, w = resized.shape[:2]
     div = max(int(model_cfg.get("size_divisibility", 32)), 1)
     hp, wp = -(-h // div) * div, -(-w // div) * div
     mean = torch.tensor(model_cfg.get("pixel_mean"), dtype=torch.float32).view(3, 1, 1)
     padded = mean.expand(3, hp, wp).clone()
-    padded[:, :h, :w] = torch.from_numpy(np.ascontiguousarray(aug.image.transpose(2, 0, 1))).float()
+    padded[:, :h, :w] = torch.from_numpy(np.ascontiguousarray(resized.transpose(2, 0, 1))).float()
     sy, sx = image.shape[0] / h, image.shape[1] / w
     return padded[None], torch.tensor([h, w]), torch.tensor([sx, sy, sx, sy], dtype=torch.float32)
 

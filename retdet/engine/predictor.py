@@ -32,6 +32,13 @@ def dataset_classes(cfg: Mapping) -> tuple:
     return [f"class {i}" for i in range(num_classes)], list(range(1, num_classes + 1))
 
 
+def test_resize(transforms: Sequence, image: np.ndarray) -> np.ndarray:
+    """An (H, W, 3) image through the (deterministic) test-time transforms."""
+    sample = AugSample(image=np.ascontiguousarray(image), boxes=np.zeros((0, 4), np.float32),
+                       labels=np.zeros(0, np.int64))
+    return apply_transforms(list(transforms), sample, np.random.default_rng(0)).image
+
+
 class Predictor:
     """``predictor(images)`` -> one Detections per image, boxes in the image's own pixels.
 
@@ -57,10 +64,8 @@ class Predictor:
             raise ValueError(f"expected an (H, W, 3) uint8 image, got {image.shape} {image.dtype}")
         if self.input_format != self.model_format:
             image = image[:, :, ::-1]
-        empty = np.zeros((0, 4), np.float32)
-        aug = apply_transforms(self.transforms, AugSample(image=np.ascontiguousarray(image), boxes=empty,
-                                                          labels=np.zeros(0, np.int64)), np.random.default_rng(0))
-        tensor = torch.from_numpy(np.ascontiguousarray(aug.image.transpose(2, 0, 1))).to(self.device)
+        resized = test_resize(self.transforms, image)
+        tensor = torch.from_numpy(np.ascontiguousarray(resized.transpose(2, 0, 1))).to(self.device)
         return ImageSample(image=tensor, image_id=image_id, original_size=tuple(image.shape[:2]))
 
     @torch.no_grad()

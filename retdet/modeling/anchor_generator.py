@@ -77,15 +77,22 @@ class AnchorGenerator(nn.Module):
         return cell.round() if self.round_cell else cell
 
     def grid_anchors(self, level: int, height: int, width: int, device: torch.device) -> Tensor:
+        """(height * width * A, 4) anchors of ``level``, location-major; cached per size (not while
+        tracing, where the sizes are symbolic and the graph must compute them)."""
+        if torch.jit.is_tracing():
+            return self._grid(level, height, width, device)
         key = (level, height, width, str(device))
         if key not in self._cache:
-            stride = self.strides[level]
-            xs = (torch.arange(width, dtype=torch.float32, device=device) + self.offset) * stride
-            ys = (torch.arange(height, dtype=torch.float32, device=device) + self.offset) * stride
-            y, x = torch.meshgrid(ys, xs, indexing="ij")
-            shifts = torch.stack([x, y, x, y], dim=-1).reshape(-1, 1, 4)
-            self._cache[key] = (shifts + self.cell_anchors(level).to(device)[None]).reshape(-1, 4)
+            self._cache[key] = self._grid(level, height, width, device)
         return self._cache[key]
+
+    def _grid(self, level: int, height: int, width: int, device: torch.device) -> Tensor:
+        stride = self.strides[level]
+        xs = (torch.arange(width, dtype=torch.float32, device=device) + self.offset) * stride
+        ys = (torch.arange(height, dtype=torch.float32, device=device) + self.offset) * stride
+        y, x = torch.meshgrid(ys, xs, indexing="ij")
+        shifts = torch.stack([x, y, x, y], dim=-1).reshape(-1, 1, 4)
+        return (shifts + self.cell_anchors(level).to(device)[None]).reshape(-1, 4)
 
     def forward(self, features: Sequence[Tensor]) -> List[Tensor]:
         if len(features) != len(self.strides):
