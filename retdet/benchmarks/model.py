@@ -169,9 +169,8 @@ def _stage_times(model: nn.Module, samples: Sequence[ImageSample], device: torch
 
         with torch.no_grad(), _amp(device, amp):
             batch = model.preprocess([s.image for s in samples])
-            images = batch.tensor.contiguous(memory_format=torch.channels_last) if model.channels_last else batch.tensor
             mark()
-            features = model.features(images)
+            features = model.features(batch.tensor)
             mark()
             logits, deltas = model.head(features)
             mark()

@@ -23,11 +23,13 @@ class Preprocessor(nn.Module):
         pixel_mean, pixel_std: per channel, in the input's 0..255 scale and in ``input_format`` order.
         input_format: "BGR" or "RGB": the order images arrive in (the data pipeline's channel order).
             Pretrained weights expect a particular order; configs set the matching mean/std.
-        size_divisibility: pad height and width up to a multiple of this (128 makes P7 align).
+        size_divisibility: pad height and width up to a multiple of this.
+        channels_last: allocate the batch in NHWC memory order (for a channels_last network; saves
+            a layout copy of the whole batch).
     """
 
     def __init__(self, *, pixel_mean: Sequence[float], pixel_std: Sequence[float], input_format: str = "BGR",
-                 size_divisibility: int = 128) -> None:
+                 size_divisibility: int = 128, channels_last: bool = False) -> None:
         super().__init__()
         if input_format not in ("BGR", "RGB"):
             raise ValueError(f"input_format must be 'BGR' or 'RGB', got {input_format!r}")
@@ -35,6 +37,7 @@ class Preprocessor(nn.Module):
             raise ValueError("pixel_mean and pixel_std need 3 values each")
         self.input_format = input_format
         self.size_divisibility = int(size_divisibility)
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean, dtype=torch.float32).view(3, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std, dtype=torch.float32).view(3, 1, 1), False)
 
@@ -46,7 +49,7 @@ class Preprocessor(nn.Module):
         max_h = -(-max(h for h, _ in sizes) // div) * div
         max_w = -(-max(w for _, w in sizes) // div) * div
         device = self.pixel_mean.device
-        batch = torch.zeros(len(images), 3, max_h, max_w, device=device)
+        batch = torch.empty(len(images), 3, max_h, max_w, device=device, memory_format=self.memory_format).zero_()
         for i, im in enumerate(images):
             if im.dim() != 3 or im.shape[0] != 3:
                 raise ValueError(f"image {i}: expected (3, H, W), got shape {tuple(im.shape)}")

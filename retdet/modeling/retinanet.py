@@ -83,7 +83,7 @@ class RetinaNet(nn.Module):
         self.loss_normalizer = LossNormalizer(**(loss_normalizer or {}))
         self.postprocess = _part(postprocess, POSTPROCESSORS, "model.postprocess", box_coder=self.box_coder)
         self.preprocess = Preprocessor(pixel_mean=pixel_mean, pixel_std=pixel_std, input_format=input_format,
-                                       size_divisibility=size_divisibility)
+                                       size_divisibility=size_divisibility, channels_last=channels_last)
         self.ignore_ioa_threshold = ignore_ioa_threshold
         # NHWC activations and weights: oneDNN (CPU) and cuDNN (with AMP) run these convolutions
         # faster without layout conversions; the head's outputs are then already in the anchors' order.
@@ -100,8 +100,7 @@ class RetinaNet(nn.Module):
 
     def forward(self, samples: Sequence[ImageSample]) -> Union[Dict[str, Tensor], List[Detections]]:
         batch = self.preprocess([s.image for s in samples])
-        images = batch.tensor.contiguous(memory_format=torch.channels_last) if self.channels_last else batch.tensor
-        features = self.features(images)
+        features = self.features(batch.tensor)
         logits, deltas = self.head(features)
         anchors = self.anchor_generator(features)
         logits = [permute_to_N_HWA_K(x, self.num_classes) for x in logits]
