@@ -158,6 +158,29 @@ def test_resnet_shapes(depth, c5):
             k: (s.channels, 64 // s.stride, 64 // s.stride) for k, s in shapes.items()}
 
 
+@pytest.mark.parametrize("depth", [18, 50, 101])
+def test_resnet_layout_is_torchvisions(depth):
+    """At the default width every parameter and buffer has torchvision's name and shape (checkpoints load)."""
+    ours = ResNet(depth=depth, norm="BN", freeze_at=0).state_dict()
+    ref = getattr(torchvision.models, f"resnet{depth}")(weights=None).state_dict()
+    ref = {k: v for k, v in ref.items() if not k.startswith("fc.")}
+    assert {k: tuple(v.shape) for k, v in ours.items()} == {k: tuple(v.shape) for k, v in ref.items()}
+
+
+@pytest.mark.parametrize("depth, width", [(18, 32), (50, 16)])
+def test_resnet_narrow(depth, width):
+    net = ResNet(depth=depth, width=width, norm="BN", freeze_at=0, out_features=["res2", "res3", "res4", "res5"])
+    expansion = 1 if depth == 18 else 4
+    assert [s.channels for s in net.output_shape().values()] == [width * 2**i * expansion for i in range(4)]
+    out = net(torch.zeros(2, 3, 64, 96))
+    assert [tuple(t.shape) for t in out.values()] == [
+        (2, width * 2**i * expansion, 16 // 2**i, 24 // 2**i) for i in range(4)]
+    full = sum(p.numel() for p in ResNet(depth=depth).parameters())
+    assert sum(p.numel() for p in net.parameters()) < full / 3  # a quarter of the weights, about
+    with pytest.raises(ValueError, match="width"):
+        ResNet(depth=18, width=20)
+
+
 def test_resnet_norms_and_freeze():
     from torchvision.ops.misc import FrozenBatchNorm2d
 

@@ -2,7 +2,8 @@
 # from here and change what differs.
 model = dict(
     type="RetinaNet",
-    backbone=dict(type="ResNet", depth=50, norm="FrozenBN", freeze_at=2, out_features=["res3", "res4", "res5"]),
+    backbone=dict(type="ResNet", depth=50, width=64, norm="FrozenBN", freeze_at=2,
+                  out_features=["res3", "res4", "res5"]),
     neck=dict(type="FPN", in_features=["res3", "res4", "res5"], out_channels=256, top_block="p6p7_from_c5"),
     head=dict(type="RetinaNetHead", num_classes=80, num_convs=4, prior_prob=0.01, norm=None),
     anchor_generator=dict(

@@ -1,15 +1,16 @@
-"""ResNet-18/34/50/101/152 backbones on top of torchvision.models.resnet.
+"""ResNet-18/34/50/101/152 backbones built from torchvision.models.resnet's blocks.
 
-Parameter names are torchvision's (conv1, bn1, layer1..layer4), so torchvision ImageNet and
-RetinaNet checkpoints load with a prefix change only. Features: res2..res5 (strides 4..32).
+Parameter names and shapes are torchvision's (conv1, bn1, layer1..layer4) at the default width, so
+torchvision ImageNet and RetinaNet checkpoints load with a prefix change only. A narrower ``width``
+(channels of the stem and of the first stage's blocks; every stage doubles it) gives the cheap
+from-scratch models that a CPU can train in minutes. Features: res2..res5 (strides 4..32).
 """
 from __future__ import annotations
 
 from typing import Dict, List, Optional, Sequence
 
-import torchvision
 from torch import Tensor, nn
-from torchvision.models.resnet import BasicBlock, Bottleneck
+from torchvision.models.resnet import BasicBlock, Bottleneck, conv1x1
 
 from retdet.layers.conv_bn import conv_norm
 from retdet.layers.norm import freeze_module, get_norm
@@ -19,7 +20,8 @@ from retdet.structures import ShapeSpec
 from .base import Backbone
 
 _STAGES = ["stem", "res2", "res3", "res4", "res5"]
-_BASIC_DEPTHS = (18, 34)
+_BLOCKS = {18: (BasicBlock, [2, 2, 2, 2]), 34: (BasicBlock, [3, 4, 6, 3]), 50: (Bottleneck, [3, 4, 6, 3]),
+           101: (Bottleneck, [3, 4, 23, 3]), 152: (Bottleneck, [3, 8, 36, 3])}
 
 
 @BACKBONES.register()
@@ -32,6 +34,8 @@ class ResNet(Backbone):
         freeze_at: stages frozen (no gradient, BN frozen): 0 none, 1 the stem, 2 stem + res2, ...
             5 everything.
         out_features: which of res2..res5 to return.
+        width: channels of the stem and of res2's blocks (64 in every published ResNet); stage i has
+            width * 2**i (times 4 at a bottleneck's output).
     """
 
     def __init__(
@@ -41,26 +45,34 @@ class ResNet(Backbone):
         norm: Optional[str] = "FrozenBN",
         freeze_at: int = 2,
         out_features: Sequence[str] = ("res3", "res4", "res5"),
+        width: int = 64,
     ) -> None:
         super().__init__()
-        builders = {18: torchvision.models.resnet18, 34: torchvision.models.resnet34,
-                    50: torchvision.models.resnet50, 101: torchvision.models.resnet101,
-                    152: torchvision.models.resnet152}
-        if depth not in builders:
-            raise ValueError(f"ResNet depth must be one of {sorted(builders)}, got {depth}")
+        if depth not in _BLOCKS:
+            raise ValueError(f"ResNet depth must be one of {sorted(_BLOCKS)}, got {depth}")
         unknown = [f for f in out_features if f not in _STAGES[1:]]
         if unknown or not out_features:
             raise ValueError(f"ResNet out_features must be a non-empty subset of res2..res5, got {list(out_features)}")
         if not 0 <= freeze_at <= 5:
             raise ValueError(f"freeze_at must be in 0..5, got {freeze_at}")
-        net = builders[depth](weights=None, norm_layer=get_norm(norm))
-        self.conv1, self.bn1, self.relu, self.maxpool = net.conv1, net.bn1, net.relu, net.maxpool
-        self.layer1, self.layer2, self.layer3, self.layer4 = net.layer1, net.layer2, net.layer3, net.layer4
-        self.depth, self.freeze_at = depth, freeze_at
+        if width < 8 or width % 8:
+            raise ValueError(f"ResNet width must be a positive multiple of 8, got {width}")
+        block, counts = _BLOCKS[depth]
+        norm_layer = get_norm(norm)
+        self.conv1 = nn.Conv2d(3, width, kernel_size=7, stride=2, padding=3, bias=False)
+        self.bn1 = norm_layer(width)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        channels = width
+        for i, n in enumerate(counts):
+            stage = _make_stage(block, channels, width * 2**i, n, 1 if i == 0 else 2, norm_layer)
+            setattr(self, f"layer{i + 1}", stage)
+            channels = width * 2**i * block.expansion
+        _init_like_torchvision(self)
+        self.depth, self.freeze_at, self.width = depth, freeze_at, width
         self.out_features: List[str] = list(out_features)
-        width = 64 if depth in _BASIC_DEPTHS else 256
         self._shapes: Dict[str, ShapeSpec] = {
-            f"res{i + 2}": ShapeSpec(channels=width * 2**i, stride=4 * 2**i) for i in range(4)
+            f"res{i + 2}": ShapeSpec(channels=width * 2**i * block.expansion, stride=4 * 2**i) for i in range(4)
         }
         if freeze_at >= 1:
             self.conv1.requires_grad_(False)
@@ -81,6 +93,27 @@ class ResNet(Backbone):
             if name == last:
                 break
         return outputs
+
+
+def _make_stage(block: type, in_channels: int, planes: int, count: int, stride: int, norm_layer) -> nn.Sequential:
+    """``count`` blocks; the first changes stride/channels through a 1x1 projection (torchvision's layout)."""
+    out_channels = planes * block.expansion
+    downsample = None
+    if stride != 1 or in_channels != out_channels:
+        downsample = nn.Sequential(conv1x1(in_channels, out_channels, stride), norm_layer(out_channels))
+    blocks = [block(in_channels, planes, stride, downsample, norm_layer=norm_layer)]
+    blocks += [block(out_channels, planes, norm_layer=norm_layer) for _ in range(1, count)]
+    return nn.Sequential(*blocks)
+
+
+def _init_like_torchvision(net: nn.Module) -> None:
+    """torchvision's ResNet initialisation: He (fan-out) convolutions, unit-scale zero-shift norms."""
+    for m in net.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):
+            nn.init.constant_(m.weight, 1)
+            nn.init.constant_(m.bias, 0)
 
 
 def _block_forward(block: nn.Module, x: Tensor) -> Tensor:
