@@ -58,6 +58,8 @@ def torchvision_reference(model_cfg: Mapping) -> Tuple[nn.Module, List[str]]:
     norm = backbone_cfg.get("norm", "FrozenBN")
     resnet = getattr(torchvision.models, f"resnet{depth}")(
         weights=None, norm_layer=FrozenBatchNorm2d if norm == "FrozenBN" else nn.BatchNorm2d)
+    if int(backbone_cfg.get("width", 64)) != 64:
+        differences.append(f"backbone width {backbone_cfg['width']} (torchvision's ResNet: 64)")
     freeze_at = int(backbone_cfg.get("freeze_at", 2))
     trainable = ["layer4", "layer3", "layer2", "layer1", "conv1"][: 5 - freeze_at]
     for name, p in resnet.named_parameters():

@@ -26,7 +26,7 @@ _BLOCKS = {18: (BasicBlock, [2, 2, 2, 2]), 34: (BasicBlock, [3, 4, 6, 3]), 50: (
 
 @BACKBONES.register()
 class ResNet(Backbone):
-    """torchvision ResNet as a detection backbone.
+    """ResNet (torchvision's blocks and parameter names) as a detection backbone.
 
     Args:
         depth: 18, 34, 50, 101 or 152.
