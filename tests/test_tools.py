@@ -94,3 +94,15 @@ def test_convert_weights_cli(tmp_path):
     assert "tensors" in stdout
     converted = torch.load(tmp_path / "out.pth", weights_only=True)["model"]
     assert "head.cls_score.weight" in converted and "neck.p6.weight" in converted
+
+
+def test_benchmark_reference_names_a_width_it_cannot_mirror():
+    from retdet.benchmarks.model import share_weights, torchvision_reference
+    from retdet.config import load_config
+    from retdet.modeling import build_model
+
+    cfg = load_config(os.path.join(ROOT, "configs", "retinanet_R50_FPN_1x.py"),
+                      ["model.backbone.depth=18", "model.backbone.width=32"])
+    ref, differences = torchvision_reference(cfg.model)
+    assert differences == ["backbone width 32 (torchvision's ResNet: 64)"]
+    assert share_weights(build_model(cfg.model), ref).startswith("independent random weights")
