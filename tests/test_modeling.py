@@ -179,6 +179,8 @@ def test_resnet_narrow(depth, width):
     assert sum(p.numel() for p in net.parameters()) < full / 3  # a quarter of the weights, about
     with pytest.raises(ValueError, match="width"):
         ResNet(depth=18, width=20)
+    with pytest.raises(ValueError, match="'GN' uses 32 groups.*got a layer of 16"):
+        ResNet(depth=18, width=16, norm="GN")
 
 
 def test_resnet_norms_and_freeze():
@@ -297,7 +299,7 @@ def test_imagenet_resnet_conversion_initialises_the_backbone(tmp_path):
     torch.manual_seed(0)
     resnet = torchvision.models.resnet18(weights=None)
     torch.save(convert_torchvision_backbone(resnet.state_dict(), "resnet"), tmp_path / "r18.pth")
-    model = small_model(**{"backbone.norm": "FrozenBN"})
+    model = small_model(**{"backbone.norm": "FrozenBN", "backbone.width": 64})  # ImageNet's width
     keys = load_weights(model, str(tmp_path / "r18.pth"))
     assert not keys.unexpected and all(not k.startswith("backbone.") for k in keys.missing)
     torch.testing.assert_close(model.backbone.layer3[0].conv1.weight, resnet.layer3[0].conv1.weight)

@@ -24,7 +24,13 @@ def get_norm(norm: Optional[str], *, eps: float = 1e-5, gn_groups: int = 32) -> 
     if norm == "SyncBN":
         return lambda c: nn.SyncBatchNorm(c, eps=eps)
     if norm == "GN":
-        return lambda c: nn.GroupNorm(gn_groups, c)
+        def group_norm(c: int) -> nn.Module:
+            if c % gn_groups:
+                raise ValueError(f"norm 'GN' uses {gn_groups} groups, so it needs a multiple of {gn_groups} channels; "
+                                 f"got a layer of {c} (choose widths/out_channels that are multiples of {gn_groups}, "
+                                 f"or another norm)")
+            return nn.GroupNorm(gn_groups, c)
+        return group_norm
     raise ValueError(f"unknown norm {norm!r}; choose one of {', '.join(NORMS)} or None")
 
 

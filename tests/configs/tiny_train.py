@@ -4,6 +4,7 @@ from ...configs.quickstart import dataloader, imports, model, train
 model.neck.out_channels = 32
 model.head.num_convs = 1
 model.backbone.norm = "GN"  # no batch statistics (1 process == 2 processes exactly), yet normalised
+model.backbone.width = 32  # GroupNorm's 32 groups need 32 channels or more
 dataloader.train.dataset.names = ["synthetic_shapes_val"]
 dataloader.train.transforms = [dict(type="ResizeShortestEdge", short_edge_length=(96, 112), max_size=160),
                                dict(type="RandomFlip", prob=0.5)]
