@@ -1,6 +1,6 @@
 # Quickstart: a small RetinaNet (a quarter-width ResNet-18, 64-channel FPN) trained from scratch on the
 # embedded synthetic shapes dataset (our own code generates it on first use: no download), sized to
-# train and evaluate on a 2-core CPU in about 6 minutes (`make demo`).
+# train and evaluate on a 2-core CPU in about 5 minutes (`make demo`).
 from .common.models.retinanet import model
 from .common.schedules.schedule_1x import train
 
