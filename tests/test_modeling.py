@@ -197,6 +197,8 @@ def test_resnet_norms_and_freeze():
         ResNet(depth=42)
     with pytest.raises(ValueError, match="unknown norm"):
         ResNet(depth=18, norm="LayerNorm")
+    with pytest.raises(ValueError, match="ResNet needs a norm"):
+        ResNet(depth=18, norm=None)
 
 
 @pytest.mark.parametrize("variant", [0, 1, 2, 3])

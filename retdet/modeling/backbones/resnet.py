@@ -59,6 +59,8 @@ class ResNet(Backbone):
             raise ValueError(f"ResNet width must be a positive multiple of 8, got {width}")
         block, counts = _BLOCKS[depth]
         norm_layer = get_norm(norm)
+        if norm_layer is None:
+            raise ValueError("ResNet needs a norm (its blocks are built around one): FrozenBN, BN, SyncBN or GN")
         self.conv1 = nn.Conv2d(3, width, kernel_size=7, stride=2, padding=3, bias=False)
         self.bn1 = norm_layer(width)
         self.relu = nn.ReLU(inplace=True)
