@@ -16,6 +16,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from retdet.config import load_config  # noqa: E402
+from retdet.data import resolve_num_classes  # noqa: E402
 from retdet.modeling import build_model  # noqa: E402
 from retdet.utils.logger import format_table  # noqa: E402
 from retdet.utils.model_analysis import DetectorNetwork, count_parameters, flop_analysis  # noqa: E402
@@ -32,6 +33,7 @@ def main(argv=None) -> None:
     from fvcore.nn import flop_count_table, parameter_count_table
 
     cfg = load_config(args.config, args.opts)
+    resolve_num_classes(cfg)  # model.head.num_classes="from_dataset"
     model = build_model(cfg.model).eval()
     h, w = args.input_size
     network = DetectorNetwork(model)

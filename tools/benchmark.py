@@ -43,10 +43,12 @@ def _size(text: str):
 
 def _load(args):
     from retdet.config import load_config
+    from retdet.data import resolve_num_classes
 
     if not args.config:
         raise SystemExit(f"--task {args.task} needs --config")
     cfg = load_config(args.config, args.opts)
+    resolve_num_classes(cfg)  # model.head.num_classes="from_dataset"
     return cfg
 
 

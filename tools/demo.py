@@ -25,6 +25,7 @@ sys.path.insert(0, ROOT)
 
 from retdet.checkpoint import load_weights  # noqa: E402
 from retdet.config import load_config  # noqa: E402
+from retdet.data import resolve_num_classes  # noqa: E402
 from retdet.data.image_io import ImageReadError, read_image  # noqa: E402
 from retdet.engine.predictor import Predictor, dataset_classes  # noqa: E402
 from retdet.modeling import build_model  # noqa: E402
@@ -90,6 +91,7 @@ def main(argv=None) -> None:
         raise SystemExit(f"--input {args.input}: no such file or folder")
 
     cfg = load_config(args.config, args.opts)
+    resolve_num_classes(cfg)  # model.head.num_classes="from_dataset"
     model = build_model(cfg.model).to("cuda" if torch.cuda.is_available() else "cpu")
     load_weights(model, args.weights, logger=logger)
     predictor = Predictor(cfg, model)

@@ -23,6 +23,7 @@ sys.path.insert(0, ROOT)
 
 from retdet.checkpoint import load_weights  # noqa: E402
 from retdet.config import load_config  # noqa: E402
+from retdet.data import resolve_num_classes  # noqa: E402
 from retdet.data.image_io import read_image  # noqa: E402
 from retdet.export import FORMATS, export_model, prepare_input  # noqa: E402
 from retdet.modeling import build_model  # noqa: E402
@@ -92,6 +93,7 @@ def main(argv=None) -> int:
     if args.format not in FORMATS:
         parser.error(f"--format {args.format!r} is not supported: choose one of {', '.join(FORMATS)}")
     cfg = load_config(args.config, args.opts)
+    resolve_num_classes(cfg)  # model.head.num_classes="from_dataset"
     model = build_model(cfg.model).eval()
     load_weights(model, args.weights, logger=logger)
     images = check_images(cfg, args.check_images)

@@ -7,6 +7,10 @@
     python tools/train_net.py --config FILE --eval-only [--weights CKPT]
     python tools/train_net.py --config FILE train.max_iter=1000 optimizer.lr=0.005   # overrides
 
+Preemption: SIGTERM or SIGUSR1 (train.preempt_signals) makes every worker finish its step, save a
+checkpoint and exit with status 75; --resume continues exactly from it. A corrupt newest checkpoint
+is skipped (with a warning) for the newest intact one on --resume and --eval-only.
+
 Multi-machine: the same command on every machine with --num-machines M --machine-rank R
 --dist-url tcp://MACHINE0:PORT. Under torchrun, the process group comes from torchrun's environment.
 """
@@ -18,7 +22,9 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from retdet.config import import_user_modules, load_config, save_config  # noqa: E402
+from retdet.data import check_num_classes, resolve_num_classes  # noqa: E402
 from retdet.engine import Trainer, evaluate, launch  # noqa: E402
+from retdet.engine.preemption import DEFAULT_SIGNALS, PREEMPTED_EXIT_CODE, signal_numbers  # noqa: E402
 from retdet.utils import comm  # noqa: E402
 from retdet.utils.collect_env import collect_env  # noqa: E402
 from retdet.utils.logger import format_table, setup_logger  # noqa: E402
@@ -51,6 +57,7 @@ def worker(cfg, args) -> None:
     # spawned workers start with empty registries: import the user's modules here too
     import_user_modules(list(cfg.get("imports", [])) + list(args.imports),
                         relative_to=os.path.dirname(os.path.abspath(args.config)))
+    resolve_num_classes(cfg)  # model.head.num_classes="from_dataset": the saved config gets the number
     if comm.is_main_process():
         logger.info("Environment:\n%s", format_table(collect_env(), ["component", "value"]))
         logger.info("Config %s resolved and saved to %s", args.config, save_config(cfg, output_dir))
@@ -60,14 +67,21 @@ def worker(cfg, args) -> None:
         from retdet.modeling import build_model
 
         model = build_model(cfg.model).to("cuda" if torch.cuda.is_available() else "cpu")
-        weights = args.weights or cfg.train.get("init_checkpoint") or Checkpointer(model, output_dir).get_checkpoint_file()
+        check_num_classes(model, cfg.dataloader.test.dataset.names, where="dataloader.test")
+        # Given weights are used as given (a corrupt file is an error); the run's own checkpoint
+        # falls back to the newest intact one, as --resume does.
+        weights = (args.weights or cfg.train.get("init_checkpoint")
+                   or Checkpointer(model, output_dir).find_resume_checkpoint())
         if not weights:
             raise FileNotFoundError(f"--eval-only: no --weights given, no train.init_checkpoint and no checkpoint in "
                                     f"{output_dir}")
         load_weights(model, weights, logger=logger)
         evaluate(cfg, model, output_dir=os.path.join(output_dir, "eval"))
         return
-    Trainer(cfg, output_dir=output_dir, resume=args.resume).train()
+    trainer = Trainer(cfg, output_dir=output_dir, resume=args.resume)
+    trainer.train()
+    if trainer.preempted:
+        raise SystemExit(PREEMPTED_EXIT_CODE)
 
 
 def main(argv=None) -> None:
@@ -79,7 +93,8 @@ def main(argv=None) -> None:
         raise KeyError(f"{args.config}: missing top-level config sections {missing}")
     logging.getLogger("retdet").setLevel(logging.INFO)
     launch(worker, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
-           dist_url=args.dist_url, args=(cfg, args))
+           dist_url=args.dist_url, args=(cfg, args),
+           forward_signals=signal_numbers(cfg.train.get("preempt_signals", DEFAULT_SIGNALS)))
 
 
 if __name__ == "__main__":

@@ -5,11 +5,12 @@ import logging
 from dataclasses import dataclass, field
 from typing import List, Mapping
 
-import torch
 from iopath.common.file_io import PathManager
 from torch import Tensor, nn
 
 from retdet.utils.logger import format_table
+
+from .integrity import load_checkpoint_file
 
 _paths = PathManager()
 
@@ -25,14 +26,14 @@ class IncompatibleKeys:
 
 
 def read_state_dict(path: str) -> Mapping[str, Tensor]:
-    """A state dict from ``path`` (any iopath path), loaded with weights_only=True.
+    """A state dict from ``path`` (any iopath path), loaded with weights_only=True after checking the
+    checksum recorded beside it (a corrupt file raises CorruptCheckpointError naming it).
 
     Accepts a bare state dict or a training checkpoint holding it under "model".
     """
     if not _paths.exists(path):
         raise FileNotFoundError(f"checkpoint not found: {path}")
-    with _paths.open(path, "rb") as f:
-        data = torch.load(f, map_location="cpu", weights_only=True)
+    data = load_checkpoint_file(_paths.get_local_path(path))
     if isinstance(data, Mapping) and "model" in data and isinstance(data["model"], Mapping):
         data = data["model"]
     if not isinstance(data, Mapping):

@@ -1,8 +1,10 @@
 """Building datasets and data loaders from the config's ``dataloader`` node."""
 from __future__ import annotations
 
+import functools
 import logging
 import random
+import signal
 from typing import Any, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
@@ -59,16 +61,24 @@ def trivial_collate(batch: List[Any]) -> List[Any]:
     return batch
 
 
-def worker_init(worker_id: int) -> None:
-    """Seed python/numpy in each worker from torch's per-worker seed (base seed + worker id)."""
+def worker_init(worker_id: int, ignore_signals: Sequence[int] = ()) -> None:
+    """Seed python/numpy in each worker from torch's per-worker seed (base seed + worker id).
+
+    ``ignore_signals``: the trainer's preemption signals. A scheduler signals every process of the
+    job; a data worker killed by one would make the training process fail mid-step, before it can
+    save its checkpoint. The workers end with the training process anyway.
+    """
     seed = torch.initial_seed() % 2**32
     random.seed(seed)
     np.random.seed(seed)
+    for sig in ignore_signals:
+        signal.signal(sig, signal.SIG_IGN)
 
 
 def build_train_loader(cfg: Mapping, *, input_format: str, seed: int = 0, rank: int = 0, world_size: int = 1,
-                       start_batch: int = 0) -> Tuple[DataLoader, DetectionDataset]:
-    """An infinite loader of this rank's batches (total_batch_size / world_size images each)."""
+                       start_batch: int = 0, ignore_signals: Sequence[int] = ()) -> Tuple[DataLoader, DetectionDataset]:
+    """An infinite loader of this rank's batches (total_batch_size / world_size images each); its
+    worker processes ignore ``ignore_signals`` (see :func:`worker_init`)."""
     total = int(cfg["total_batch_size"])
     if total % world_size:
         raise ValueError(f"dataloader.train.total_batch_size={total} is not divisible by {world_size} workers")
@@ -81,7 +91,8 @@ def build_train_loader(cfg: Mapping, *, input_format: str, seed: int = 0, rank: 
                                   group=cfg.get("aspect_ratio_grouping", True), start_batch=start_batch)
     workers = int(cfg.get("num_workers", 0))
     loader = DataLoader(dataset, batch_sampler=batches, num_workers=workers, collate_fn=trivial_collate,
-                        pin_memory=cfg.get("pin_memory", False), worker_init_fn=worker_init,
+                        pin_memory=cfg.get("pin_memory", False),
+                        worker_init_fn=functools.partial(worker_init, ignore_signals=tuple(ignore_signals)),
                         persistent_workers=False, generator=torch.Generator().manual_seed(seed + rank))
     return loader, dataset
 

@@ -7,6 +7,11 @@ from typing import Dict, List
 import numpy as np
 
 
+class DatasetFormatError(ValueError):
+    """A dataset's annotation file cannot be used as it stands. The message names the file, the
+    image or annotation (id, or position in its list) and the field."""
+
+
 @dataclass
 class ImageRecord:
     """One image's annotations.

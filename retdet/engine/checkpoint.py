@@ -1,20 +1,33 @@
-"""Checkpoints: fvcore's Checkpointer, written atomically, loaded with weights_only=True, plus the
-random-number-generator states needed for an exact resume."""
+"""Checkpoints: fvcore's Checkpointer, written atomically with a checksum, verified and loaded with
+weights_only=True, plus the random-number-generator states needed for an exact resume."""
 from __future__ import annotations
 
 import os
 import random
-from typing import Any, Dict
+from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
 import torch
 from fvcore.common.checkpoint import Checkpointer as _FvcoreCheckpointer
 
+from retdet.checkpoint.integrity import (CorruptCheckpointError, checkpoint_problem, checksum_line, checksum_path,
+                                         load_checkpoint_file, sha256_file)
+
+
+class CheckpointWriteError(RuntimeError):
+    """A checkpoint could not be written (disk full, permissions); nothing that was there is replaced."""
+
 
 class Checkpointer(_FvcoreCheckpointer):
-    """fvcore's Checkpointer with two changes: a checkpoint (and the ``last_checkpoint`` pointer) is
-    written to a temporary file and renamed, so a run killed mid-write never leaves a truncated
-    checkpoint behind; files are read with ``weights_only=True`` (no arbitrary code on load)."""
+    """fvcore's Checkpointer, made safe against faults:
+
+    - a checkpoint (and the ``last_checkpoint`` pointer) is written to a temporary file and renamed,
+      so a run killed mid-write never leaves a truncated checkpoint under a checkpoint's name, and a
+      failed write (disk full, permissions) replaces nothing and raises :class:`CheckpointWriteError`;
+    - each checkpoint gets a SHA-256 beside it (``NAME.pth.sha256``), checked on load;
+    - :meth:`find_resume_checkpoint` skips a corrupt newest checkpoint for the newest intact one;
+    - files are read with ``weights_only=True`` (no arbitrary code on load).
+    """
 
     def save(self, name: str, **kwargs: Any) -> None:
         if not self.save_dir or not self.save_to_disk:
@@ -25,26 +38,95 @@ class Checkpointer(_FvcoreCheckpointer):
         data.update(kwargs)
         path = os.path.join(self.save_dir, f"{name}.pth")
         self.logger.info("Saving checkpoint to %s", path)
-        _atomic_write(path, lambda f: torch.save(data, f))
+        try:
+            self._write(path, data)
+        except (OSError, RuntimeError) as e:  # torch's writer reports a failed write as a RuntimeError
+            raise self._write_error(path, e) from e
         self.tag_last_checkpoint(os.path.basename(path))
 
+    @staticmethod
+    def _write(path: str, data: Dict[str, Any]) -> None:
+        # The checksum is in place before the checkpoint gets its name: a crash in between can only
+        # make an old file of that name look corrupt (and be skipped), never let a bad file pass.
+        def record_checksum(tmp: str) -> None:
+            digest = sha256_file(tmp)
+            _atomic_write(checksum_path(path), lambda f: f.write(checksum_line(digest, path)))
+
+        _atomic_write(path, lambda f: torch.save(data, f), before_rename=record_checksum)
+
+    def _write_error(self, path: str, error: BaseException) -> CheckpointWriteError:
+        previous = self.get_checkpoint_file() if self.has_checkpoint() else "none yet"
+        return CheckpointWriteError(
+            f"could not write checkpoint {path}: {type(error).__name__}: {error}. Nothing was replaced: the earlier "
+            f"checkpoints and last_checkpoint ({previous}) are as they were. Free disk space or fix the folder's "
+            f"permissions, then continue the run with --resume.")
+
     def tag_last_checkpoint(self, last_filename_basename: str) -> None:
-        _atomic_write(os.path.join(self.save_dir, "last_checkpoint"),
-                      lambda f: f.write(last_filename_basename.encode()))
+        path = os.path.join(self.save_dir, "last_checkpoint")
+        try:
+            _atomic_write(path, lambda f: f.write(last_filename_basename.encode()))
+        except OSError as e:
+            raise self._write_error(path, e) from e
 
     def _load_file(self, f: str) -> Dict[str, Any]:
-        if not os.path.isfile(f):
-            raise FileNotFoundError(f"checkpoint not found: {f}")
-        return torch.load(f, map_location="cpu", weights_only=True)
+        return load_checkpoint_file(f)
+
+    # ---- choosing what to resume from ------------------------------------------------------------
+
+    def candidates(self) -> List[str]:
+        """The folder's checkpoints, newest first: the one ``last_checkpoint`` names, then
+        ``model_final.pth``, then ``model_NNNNNNN.pth`` by iteration, then any other (e.g.
+        ``model_best.pth``) by modification time."""
+        if not self.save_dir or not os.path.isdir(self.save_dir):
+            return []
+        named = [self.get_checkpoint_file()] if self.has_checkpoint() else []
+
+        def age(f: str):
+            stem = f[:-len(".pth")]
+            if stem == "model_final":
+                return (0, 0.0)
+            if stem.startswith("model_") and stem[6:].isdigit():
+                return (1, -int(stem[6:]))
+            return (2, -os.path.getmtime(os.path.join(self.save_dir, f)))
+
+        files = sorted((f for f in os.listdir(self.save_dir) if f.endswith(".pth")), key=age)
+        ordered = named + [os.path.join(self.save_dir, f) for f in files]
+        return list(dict.fromkeys(os.path.normpath(p) for p in ordered))
+
+    def find_resume_checkpoint(self) -> Optional[str]:
+        """The newest intact checkpoint in the folder (None when there is none at all). A corrupt or
+        missing newer one is skipped with a warning naming it; when every one is corrupt, raises
+        :class:`CorruptCheckpointError` listing them."""
+        problems = []
+        for path in self.candidates():
+            problem = checkpoint_problem(path)
+            if problem is None:
+                if problems:
+                    self.logger.warning("Resuming from %s, the newest intact checkpoint", path)
+                return path
+            self.logger.warning("Skipping checkpoint %s: %s", path, problem)
+            problems.append(f"{path}: {problem}")
+        if problems:
+            raise CorruptCheckpointError(self.save_dir, "no intact checkpoint in the folder:\n  " + "\n  ".join(problems))
+        return None
 
 
-def _atomic_write(path: str, write) -> None:
+def _atomic_write(path: str, write: Callable[[Any], Any],
+                  before_rename: Optional[Callable[[str], None]] = None) -> None:
+    """``write(f)`` into a temporary file, then rename it to ``path``; on any failure the temporary
+    file is removed and ``path`` is untouched. ``before_rename(tmp)`` runs on the complete file."""
     tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "wb") as f:
-        write(f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        if before_rename is not None:
+            before_rename(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
 
 
 class RNGState:

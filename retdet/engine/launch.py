@@ -15,6 +15,8 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from .preemption import forwarding_signals
+
 logger = logging.getLogger("retdet")
 
 
@@ -33,12 +35,15 @@ def _backend() -> str:
 
 
 def launch(main: Callable[..., Any], num_processes: int, *, num_machines: int = 1, machine_rank: int = 0,
-           dist_url: str = "auto", args: Sequence[Any] = (), timeout_minutes: int = 30) -> None:
+           dist_url: str = "auto", args: Sequence[Any] = (), timeout_minutes: int = 30,
+           forward_signals: Sequence[int] = ()) -> None:
     """Run ``main(*args)`` in every worker.
 
     Under torchrun the process group comes from its environment. Otherwise, with one worker in
     total, ``main`` runs in this process; with more, ``num_processes`` workers are spawned here and
-    join the others (``num_machines`` x ``num_processes`` in total) at ``dist_url``.
+    join the others (``num_machines`` x ``num_processes`` in total) at ``dist_url``. The spawning
+    process passes ``forward_signals`` on to its workers (the preemption signals), and a worker's
+    ``SystemExit(code)`` becomes this process's exit status.
     """
     if launched_by_torchrun():
         _init(dist_url="env://", world_size=int(os.environ["WORLD_SIZE"]), rank=int(os.environ["RANK"]),
@@ -58,8 +63,17 @@ def launch(main: Callable[..., Any], num_processes: int, *, num_machines: int = 
         dist_url = f"tcp://127.0.0.1:{_free_port()}"
     if torch.cuda.is_available() and num_processes > torch.cuda.device_count():
         raise ValueError(f"--num-gpus {num_processes} but only {torch.cuda.device_count()} GPUs are visible")
-    mp.start_processes(_worker, nprocs=num_processes, join=True, start_method="spawn",
-                       args=(main, world_size, num_processes, machine_rank, dist_url, args, timeout_minutes))
+    context = mp.start_processes(_worker, nprocs=num_processes, join=False, start_method="spawn",
+                                 args=(main, world_size, num_processes, machine_rank, dist_url, args, timeout_minutes))
+    try:
+        with forwarding_signals(forward_signals, lambda: [p.pid for p in context.processes if p.is_alive()]):
+            while not context.join():
+                pass
+    except mp.ProcessExitedException as e:
+        if e.exit_code is not None and e.exit_code > 0:  # sys.exit(code) in a worker, e.g. preempted
+            logger.error("%s", e)
+            raise SystemExit(e.exit_code) from None
+        raise
 
 
 def _init(*, dist_url: str, world_size: int, rank: int, local_rank: int, timeout_minutes: int) -> None:

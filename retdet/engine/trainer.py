@@ -13,6 +13,7 @@ import logging
 import math
 import os
 import resource
+import signal
 import statistics
 import time
 from collections import defaultdict, deque
@@ -21,7 +22,8 @@ from typing import Any, Dict, List, Mapping, Optional
 import torch
 from torch import nn
 
-from retdet.data import build_test_loader, build_train_loader, merge_datasets, register_from_config
+from retdet.data import (build_test_loader, build_train_loader, check_num_classes, merge_datasets,
+                         register_from_config, resolve_num_classes)
 from retdet.modeling import build_model
 from retdet.registry import EVALUATORS, HOOKS, build
 from retdet.utils import comm
@@ -30,6 +32,7 @@ from .checkpoint import Checkpointer, RNGState
 from .ema import ModelEMA
 from .hooks import HookBase
 from .optim import build_lr_scheduler, build_optimizer
+from .preemption import DEFAULT_SIGNALS, PreemptionHandler, signal_numbers
 
 logger = logging.getLogger("retdet")
 
@@ -62,20 +65,37 @@ class MetricsLog:
     """Windowed medians for the console, every value for metrics.json (JSON lines), and
     TensorBoard when it is installed."""
 
-    def __init__(self, output_dir: Optional[str], window: int = 20, *, fresh: bool = True) -> None:
+    def __init__(self, output_dir: Optional[str], window: int = 20, *, start_iter: int = 0) -> None:
         self.window = window
         self.history: Dict[str, deque] = defaultdict(lambda: deque(maxlen=window))
         self.json_path = os.path.join(output_dir, "metrics.json") if output_dir and comm.is_main_process() else None
-        if self.json_path and fresh and os.path.exists(self.json_path):
-            os.remove(self.json_path)  # a new run starts a new record; a resumed one appends
+        if self.json_path and os.path.exists(self.json_path):
+            self._drop_records_from(start_iter)
         self.tb = None
         if self.json_path:
             try:
                 from torch.utils.tensorboard import SummaryWriter
 
-                self.tb = SummaryWriter(os.path.join(output_dir, "tensorboard"))
+                # purge_step: TensorBoard hides what a killed run logged past the resume point
+                self.tb = SummaryWriter(os.path.join(output_dir, "tensorboard"), purge_step=start_iter or None)
             except ImportError:  # TensorBoard is optional
                 self.tb = None
+
+    def _drop_records_from(self, start_iter: int) -> None:
+        """A new run (start_iter 0) starts a new record; a resumed one keeps the records before its
+        checkpoint and drops those a killed run wrote after it (they are about to be written again)."""
+        kept = []
+        with open(self.json_path) as f:
+            for line in f:
+                try:
+                    if int(json.loads(line)["iteration"]) < start_iter:
+                        kept.append(line if line.endswith("\n") else line + "\n")
+                except (ValueError, KeyError, TypeError):  # a line cut short by the kill
+                    continue
+        tmp = self.json_path + ".tmp"
+        with open(tmp, "w") as f:
+            f.writelines(kept)
+        os.replace(tmp, self.json_path)
 
     def put(self, values: Mapping[str, float]) -> None:
         for k, v in values.items():
@@ -121,8 +141,13 @@ class Trainer:
         train = cfg["train"]
         register_from_config(cfg["dataloader"].get("register", []))
         self.max_iter = resolve_max_iter(cfg)
+        resolve_num_classes(cfg)
         torch.manual_seed(int(train.get("seed", 0)))  # identical initial weights on every worker
         model = build_model(cfg["model"]).to(self.device)
+        # before any step: a class count that disagrees with the data would fail mid-step otherwise
+        check_num_classes(model, cfg["dataloader"]["train"]["dataset"]["names"], where="dataloader.train")
+        if train.get("eval_period") or train.get("eval_at_end", True):
+            check_num_classes(model, cfg["dataloader"]["test"]["dataset"]["names"], where="dataloader.test")
         self.optimizer = build_optimizer(cfg["optimizer"], model)
         self.scheduler = build_lr_scheduler(cfg["lr_scheduler"], self.optimizer, self.max_iter)
         amp = train.get("amp", {}) or {}
@@ -139,15 +164,15 @@ class Trainer:
             checkpointables["ema"] = self.ema
         self.checkpointer = Checkpointer(model, output_dir, save_to_disk=comm.is_main_process(), **checkpointables)
         self.start_iter = 0
-        if resume and self.checkpointer.has_checkpoint():
-            path = self.checkpointer.get_checkpoint_file()
+        path = self.checkpointer.find_resume_checkpoint() if resume else None
+        if path:
             extra = self.checkpointer.load(path)
             self.start_iter = int(extra["iteration"]) + 1
             self.best_ap = float(extra.get("best_ap", -1.0))
             logger.info("Resumed from %s at iteration %d", path, self.start_iter)
         else:
             self.best_ap = -1.0
-            if self.checkpointer.has_checkpoint():
+            if not resume and self.checkpointer.has_checkpoint():
                 logger.warning("%s holds checkpoints of an earlier run: starting over (pass --resume to continue it)",
                                output_dir)
             if train.get("init_checkpoint"):
@@ -159,20 +184,30 @@ class Trainer:
             self.model = nn.parallel.DistributedDataParallel(
                 model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
                 find_unused_parameters=False)
+        self.preempt_signals = signal_numbers(train.get("preempt_signals", DEFAULT_SIGNALS))
         self.loader, self.dataset = build_train_loader(
             cfg["dataloader"]["train"], input_format=cfg["model"].get("input_format", "BGR"),
-            seed=int(train.get("seed", 0)), rank=self.rank, world_size=self.world_size, start_batch=self.start_iter)
+            seed=int(train.get("seed", 0)), rank=self.rank, world_size=self.world_size, start_batch=self.start_iter,
+            ignore_signals=self.preempt_signals)
         self.hooks: List[HookBase] = [build(h, HOOKS, where=f"train.hooks[{i}]") for i, h in enumerate(train.get("hooks", []))]
         for h in self.hooks:
             h.trainer = self
-        self.metrics = MetricsLog(output_dir, fresh=self.start_iter == 0)
+        self.metrics = MetricsLog(output_dir, start_iter=self.start_iter)
         self.iter = self.start_iter
         self.stop_requested = False
-        self.last_checkpoint: Optional[str] = self.checkpointer.get_checkpoint_file() if resume else None
+        self.preemption = PreemptionHandler(self.preempt_signals)
+        self.preempted = False  # set when a preemption signal ended train(); see retdet/engine/preemption.py
+        self.last_checkpoint: Optional[str] = path
 
     # ---- the loop --------------------------------------------------------------------------------
 
     def train(self) -> Optional[Dict[str, Any]]:
+        """Run the iterations. Returns the last evaluation's results (None if none ran). A preemption
+        signal ends it early with a checkpoint at the current iteration and ``self.preempted`` set."""
+        with self.preemption:
+            return self._train()
+
+    def _train(self) -> Optional[Dict[str, Any]]:
         train = self.cfg["train"]
         log_period = int(train.get("log_period", 20))
         logger.info("Training iterations %d..%d on %s x %d", self.start_iter, self.max_iter - 1, self.device,
@@ -182,6 +217,7 @@ class Trainer:
         self.model.train()
         data_iter = iter(self.loader)
         results = None
+        self.preempt_agreed = False
         for self.iter in range(self.start_iter, self.max_iter):
             for h in self.hooks:
                 h.before_step()
@@ -193,13 +229,16 @@ class Trainer:
             self.metrics.put({**losses, "time": step_time, "data_time": data_time})
             for h in self.hooks:
                 h.after_step()
-            last = self.iter == self.max_iter - 1 or self.stop_requested
+            preempted = self.preempt_agreed  # the same on every worker (sync_step_flags)
+            last = self.iter == self.max_iter - 1 or self.stop_requested or preempted
             if (self.iter + 1) % log_period == 0 or last:
                 self.log_progress()
             period = int(train.get("checkpoint_period", 0))
             if (period and (self.iter + 1) % period == 0) or last:
                 final = self.iter == self.max_iter - 1
                 self.save_checkpoint("model_final" if final else f"model_{self.iter:07d}")
+            if preempted:
+                return self._stop_preempted()
             eval_period = int(train.get("eval_period", 0))
             if (eval_period and (self.iter + 1) % eval_period == 0) or (last and train.get("eval_at_end", True)):
                 results = self.evaluate_and_keep_best()
@@ -209,11 +248,18 @@ class Trainer:
             h.after_train()
         return results
 
+    def _stop_preempted(self) -> None:
+        comm.synchronize()  # no worker exits before rank 0 has written the checkpoint
+        self.preempted = True
+        name = signal.Signals(self.preemption.received).name if self.preemption.requested else "on another worker"
+        logger.warning("Preempted (%s): stopped after iteration %d with checkpoint %s. Continue exactly from there "
+                       "with --resume.", name, self.iter, self.last_checkpoint)
+
     def run_step(self, batch) -> Dict[str, float]:
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
             loss_dict = self.model(batch)
         total = sum(loss_dict.values())
-        self.check_finite(total, loss_dict)
+        self.sync_step_flags(total, loss_dict)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(total).backward()
         clip = self.cfg["train"].get("clip_grad")
@@ -229,10 +275,14 @@ class Trainer:
         values["total_loss"] = float(total.detach())
         return comm.reduce_mean_dict(values)
 
-    def check_finite(self, total: torch.Tensor, loss_dict: Mapping[str, torch.Tensor]) -> None:
-        """Stop (on every worker together) when any worker's loss is NaN or inf."""
-        bad = torch.tensor([0.0 if torch.isfinite(total).item() else 1.0])
-        if comm.all_reduce_sum(bad).item() == 0:
+    def sync_step_flags(self, total: torch.Tensor, loss_dict: Mapping[str, torch.Tensor]) -> None:
+        """One all-reduce per step tells every worker the same two things: whether any worker's loss
+        is NaN or inf (raise, on every worker together), and whether any worker has received a
+        preemption signal (``self.preempt_agreed``: all finish this step, save and stop)."""
+        flags = torch.tensor([0.0 if torch.isfinite(total).item() else 1.0, float(self.preemption.requested)])
+        flags = comm.all_reduce_sum(flags)
+        self.preempt_agreed = bool(flags[1].item() > 0)
+        if flags[0].item() == 0:
             return
         terms = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in loss_dict.items())
         where = self.last_checkpoint or "none saved yet (the run started from its initial weights)"

@@ -102,6 +102,7 @@ def evaluate_coco(json_file: str, results: List[Dict[str, Any]], image_ids: Sequ
         return {m: 0.0 for m in METRICS}, {n: 0.0 for n in class_names}, None
     with contextlib.redirect_stdout(io.StringIO()):
         gt = COCO(json_file)
+        fill_eval_defaults(gt)
         dt = gt.loadRes(results)
         coco_eval = COCOeval(gt, dt, "bbox")
         coco_eval.params.imgIds = list(image_ids)
@@ -117,3 +118,13 @@ def evaluate_coco(json_file: str, results: List[Dict[str, Any]], image_ids: Sequ
         p = p[p > -1]
         per_class[name] = float(p.mean() * 100) if p.size else float("nan")
     return metrics, per_class, coco_eval
+
+
+def fill_eval_defaults(gt) -> None:
+    """COCOeval reads ``area`` and ``iscrowd`` of every ground-truth box and fails with a bare KeyError
+    where a file (valid for training, see retdet.data.coco) leaves them out: take the box area and
+    "not crowd", as the loader does."""
+    for ann in gt.dataset.get("annotations", []):
+        ann.setdefault("iscrowd", 0)
+        if "area" not in ann:
+            ann["area"] = float(ann["bbox"][2]) * float(ann["bbox"][3])

@@ -19,4 +19,8 @@ def build_model(model_cfg):
     """The detector a config's ``model`` node describes."""
     from retdet.registry import DETECTORS, build
 
+    if isinstance(model_cfg.get("head"), dict) and model_cfg["head"].get("num_classes") == "from_dataset":
+        raise ValueError('model.head.num_classes="from_dataset" is taken from the training set by '
+                         "retdet.data.resolve_num_classes(cfg), which tools/train_net.py and the other tools call "
+                         "before building the model; call it first, or give the number")
     return build(model_cfg, DETECTORS, where="model")

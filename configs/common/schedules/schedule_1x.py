@@ -14,4 +14,6 @@ train = dict(
     seed=0,
     output_dir="./output/retinanet_R50_FPN_1x",
     init_checkpoint="",
+    # finish the step, save a checkpoint and exit with status 75 on these (what schedulers send before a kill)
+    preempt_signals=["SIGTERM", "SIGUSR1"],
 )
