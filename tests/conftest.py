@@ -26,3 +26,20 @@ def scratch_registry():
     yield make
     for name in made:
         ALL_REGISTRIES.pop(name, None)
+
+
+@pytest.fixture
+def retdet_log():
+    """The messages logged to the "retdet" logger during the test (it may not propagate to root)."""
+    import logging
+
+    messages = []
+
+    class Collect(logging.Handler):
+        def emit(self, record):
+            messages.append(record.getMessage())
+
+    handler, log = Collect(level=logging.DEBUG), logging.getLogger("retdet")
+    log.addHandler(handler)
+    yield messages
+    log.removeHandler(handler)

@@ -19,10 +19,10 @@ CHECKSUM_SUFFIX = ".sha256"
 class CorruptCheckpointError(RuntimeError):
     """A checkpoint file is truncated, altered or unreadable; the message names it and what to do."""
 
-    def __init__(self, path: str, problem: str) -> None:
+    def __init__(self, path: str, problem: str, message: Optional[str] = None) -> None:
         self.path, self.problem = path, problem
-        super().__init__(f"checkpoint {path} is corrupt: {problem}. Use another checkpoint of the run (its folder "
-                         f"keeps the last few) or re-create this one.")
+        super().__init__(message or f"checkpoint {path} is corrupt: {problem}. Use another checkpoint of the run "
+                                    f"(its folder keeps the last few) or re-create this one.")
 
 
 def sha256_file(path: str, *, chunk: int = 1 << 22) -> str:

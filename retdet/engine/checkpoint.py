@@ -2,8 +2,10 @@
 weights_only=True, plus the random-number-generator states needed for an exact resume."""
 from __future__ import annotations
 
+import logging
 import os
 import random
+import shutil
 from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
@@ -12,6 +14,8 @@ from fvcore.common.checkpoint import Checkpointer as _FvcoreCheckpointer
 
 from retdet.checkpoint.integrity import (CorruptCheckpointError, checkpoint_problem, checksum_line, checksum_path,
                                          load_checkpoint_file, sha256_file)
+
+logger = logging.getLogger("retdet")
 
 
 class CheckpointWriteError(RuntimeError):
@@ -56,10 +60,14 @@ class Checkpointer(_FvcoreCheckpointer):
 
     def _write_error(self, path: str, error: BaseException) -> CheckpointWriteError:
         previous = self.get_checkpoint_file() if self.has_checkpoint() else "none yet"
+        try:  # torch's writer hides the OS error (ENOSPC, EFBIG) behind its own message
+            free = f"{shutil.disk_usage(self.save_dir).free / 2**30:.2f} GiB free on its disk"
+        except OSError:
+            free = "free space unknown"
         return CheckpointWriteError(
-            f"could not write checkpoint {path}: {type(error).__name__}: {error}. Nothing was replaced: the earlier "
-            f"checkpoints and last_checkpoint ({previous}) are as they were. Free disk space or fix the folder's "
-            f"permissions, then continue the run with --resume.")
+            f"could not write checkpoint {path} ({free}): {type(error).__name__}: {error}. Nothing was replaced: "
+            f"the earlier checkpoints and last_checkpoint ({previous}) are as they were. Free disk space or fix the "
+            f"folder's permissions, then continue the run with --resume.")
 
     def tag_last_checkpoint(self, last_filename_basename: str) -> None:
         path = os.path.join(self.save_dir, "last_checkpoint")
@@ -102,12 +110,15 @@ class Checkpointer(_FvcoreCheckpointer):
             problem = checkpoint_problem(path)
             if problem is None:
                 if problems:
-                    self.logger.warning("Resuming from %s, the newest intact checkpoint", path)
+                    logger.warning("Using %s, the newest intact checkpoint", path)
                 return path
-            self.logger.warning("Skipping checkpoint %s: %s", path, problem)
+            logger.warning("Skipping checkpoint %s: %s", path, problem)
             problems.append(f"{path}: {problem}")
         if problems:
-            raise CorruptCheckpointError(self.save_dir, "no intact checkpoint in the folder:\n  " + "\n  ".join(problems))
+            listing = "\n  ".join(problems)
+            raise CorruptCheckpointError(self.save_dir, listing, (
+                f"no intact checkpoint in {self.save_dir} to continue from:\n  {listing}\nStart the run afresh "
+                f"(without --resume), or give an intact copy with train.init_checkpoint / --weights."))
         return None
 
 
