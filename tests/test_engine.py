@@ -109,13 +109,16 @@ def test_kill_and_resume_logs_the_same_losses(tmp_path):
     hooks_file = os.path.join(ROOT, "tests", "user_hooks.py")
     full, killed = str(tmp_path / "full"), str(tmp_path / "killed")
     train_net("--config", TINY, "--output-dir", full)
+    # killed after iteration 4, two iterations past its checkpoint at 2: those records are written again
     out = train_net("--config", TINY, "--output-dir", killed, "--import", hooks_file,
-                    "+train.hooks=[dict(type='KillAtIteration', iteration=2)]", expect_ok=False)
+                    "+train.hooks=[dict(type='KillAtIteration', iteration=4)]", expect_ok=False)
     assert out.returncode == -9  # SIGKILL
     assert open(os.path.join(killed, "last_checkpoint")).read() == "model_0000002.pth"
     train_net("--config", TINY, "--output-dir", killed, "--resume")
     a, b = losses_by_iteration(full), losses_by_iteration(killed)
     assert sorted(a) == list(range(6)) and sorted(b) == list(range(6))
+    records = [json.loads(line)["iteration"] for line in open(os.path.join(killed, "metrics.json"))]
+    assert records == list(range(6)), "a resumed run drops the killed run's records past its checkpoint"
     for it in range(3, 6):
         assert b[it] == pytest.approx(a[it], rel=1e-6, abs=1e-7), f"iteration {it}"
 

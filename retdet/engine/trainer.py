@@ -251,6 +251,8 @@ class Trainer:
     def _stop_preempted(self) -> None:
         comm.synchronize()  # no worker exits before rank 0 has written the checkpoint
         self.preempted = True
+        if not comm.is_main_process():
+            return
         name = signal.Signals(self.preemption.received).name if self.preemption.requested else "on another worker"
         logger.warning("Preempted (%s): stopped after iteration %d with checkpoint %s. Continue exactly from there "
                        "with --resume.", name, self.iter, self.last_checkpoint)
