@@ -219,3 +219,35 @@ def test_max_epochs_converts_to_iterations():
 
     cfg = load_config(TINY, ["+train.max_epochs=2", "dataloader.train.total_batch_size=8"])
     assert resolve_max_iter(cfg) == math.ceil(2 * 120 / 8)
+
+
+# ---- the class count against the data -------------------------------------------------------------
+
+def test_a_class_count_that_disagrees_with_the_data_fails_before_training(tmp_path):
+    cfg = load_config(TINY, ["model.head.num_classes=3"])
+    with pytest.raises(ValueError, match=r"the model has 3 classes \(model.head.num_classes\) but dataloader.train "
+                                         r"dataset 'synthetic_shapes_val' .* has 4 categories: \['circle', .*\]. "
+                                         r"Set model.head.num_classes=4, or .*\"from_dataset\""):
+        Trainer(cfg, output_dir=str(tmp_path))
+    assert not (tmp_path / "metrics.json").exists()
+
+
+def test_the_test_set_class_count_is_checked_too(tmp_path):
+    from .conftest import SHARED
+
+    bccd = os.path.join(SHARED, "datasets", "bccd")
+    cfg = load_config(TINY, [f"+dataloader.register=[dict(name='bccd_val_classes_t', image_root='{bccd}/images', "
+                             f"json_file='{bccd}/annotations/instances_val.json')]",
+                             "dataloader.test.dataset.names=['bccd_val_classes_t']", "train.eval_at_end=True"])
+    with pytest.raises(ValueError, match=r"4 classes .* but dataloader.test dataset 'bccd_val_classes_t' .* has 3 "
+                                         r"categories: \['RBC', 'WBC', 'Platelets'\]"):
+        Trainer(cfg, output_dir=str(tmp_path))
+
+
+def test_num_classes_from_dataset(tmp_path):
+    cfg = load_config(TINY, ["model.head.num_classes='from_dataset'", "train.max_iter=1"])
+    with pytest.raises(ValueError, match=r'"from_dataset" is taken from the training set by .*resolve_num_classes'):
+        build_model(cfg.model)
+    trainer = Trainer(cfg, output_dir=str(tmp_path))
+    assert cfg.model.head.num_classes == 4 and trainer.model.num_classes == 4
+    assert trainer.model.head.cls_score.out_channels == 4 * 9
