@@ -2,7 +2,8 @@
 list them in ``train.hooks`` (e.g. ``[dict(type="MyHook", every=100)]``)."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import os
+from typing import TYPE_CHECKING, List
 
 from retdet.registry import HOOKS
 
@@ -39,3 +40,43 @@ class StopAtIteration(HookBase):
     def after_step(self) -> None:
         if self.trainer.iter >= self.iteration:
             self.trainer.stop_requested = True
+
+
+def _rss_mb(pid: str = "self") -> float:
+    """Resident memory of a process in MB (Linux /proc; NaN elsewhere)."""
+    try:
+        with open(f"/proc/{pid}/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, IndexError):
+        return float("nan")
+
+
+def _children() -> List[str]:
+    pids: List[str] = []
+    try:
+        for tid in os.listdir("/proc/self/task"):
+            with open(f"/proc/self/task/{tid}/children") as f:
+                pids += f.read().split()
+    except OSError:
+        pass
+    return pids
+
+
+@HOOKS.register()
+class ResourceMonitor(HookBase):
+    """Every ``period`` iterations, writes this process's resident memory, that of its children (the
+    data-loader workers) and its open file descriptors to metrics.json (``rss_mb``,
+    ``children_rss_mb``, ``open_fds``): what a leak check over a long run reads (tools/soak.py)."""
+
+    def __init__(self, *, period: int = 100) -> None:
+        self.period = period
+
+    def after_step(self) -> None:
+        if (self.trainer.iter + 1) % self.period:
+            return
+        try:
+            fds = float(len(os.listdir("/proc/self/fd")))
+        except OSError:
+            fds = float("nan")
+        self.trainer.metrics.write(self.trainer.iter, {
+            "rss_mb": _rss_mb(), "children_rss_mb": sum(_rss_mb(p) for p in _children()), "open_fds": fds})
