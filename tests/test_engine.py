@@ -90,6 +90,7 @@ def test_checkpoints_keep_last_and_pointer(tmp_path):
     Trainer(cfg, output_dir=str(tmp_path)).train()
     files = sorted(f for f in os.listdir(tmp_path) if f.endswith(".pth"))
     assert files == ["model_0000003.pth", "model_0000005.pth", "model_final.pth"]
+    assert sorted(f for f in os.listdir(tmp_path) if f.endswith(".sha256")) == [f + ".sha256" for f in files]
     assert (tmp_path / "last_checkpoint").read_text() == "model_final.pth"
     assert not [f for f in os.listdir(tmp_path) if ".tmp" in f]
     state = torch.load(tmp_path / "model_final.pth", weights_only=True)

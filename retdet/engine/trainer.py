@@ -24,6 +24,7 @@ from torch import nn
 
 from retdet.data import (build_test_loader, build_train_loader, check_num_classes, merge_datasets,
                          register_from_config, resolve_num_classes)
+from retdet.checkpoint.integrity import checksum_path
 from retdet.modeling import build_model
 from retdet.registry import EVALUATORS, HOOKS, build
 from retdet.utils import comm
@@ -281,7 +282,9 @@ class Trainer:
         """One all-reduce per step tells every worker the same two things: whether any worker's loss
         is NaN or inf (raise, on every worker together), and whether any worker has received a
         preemption signal (``self.preempt_agreed``: all finish this step, save and stop)."""
-        flags = torch.tensor([0.0 if torch.isfinite(total).item() else 1.0, float(self.preemption.requested)])
+        # on the training device: NCCL reduces CUDA tensors only
+        flags = torch.tensor([0.0 if torch.isfinite(total).item() else 1.0, float(self.preemption.requested)],
+                             device=self.device)
         flags = comm.all_reduce_sum(flags)
         self.preempt_agreed = bool(flags[1].item() > 0)
         if flags[0].item() == 0:
@@ -317,7 +320,9 @@ class Trainer:
         if comm.is_main_process() and keep > 0:
             periodic = sorted(f for f in os.listdir(self.output_dir) if f.startswith("model_0") and f.endswith(".pth"))
             for old in periodic[:-keep]:
-                os.remove(os.path.join(self.output_dir, old))
+                for path in (os.path.join(self.output_dir, old), checksum_path(os.path.join(self.output_dir, old))):
+                    if os.path.exists(path):
+                        os.remove(path)
 
     def evaluation_model(self) -> nn.Module:
         return self.ema.module if self.ema is not None else unwrap(self.model)
