@@ -252,3 +252,13 @@ def test_num_classes_from_dataset(tmp_path):
     trainer = Trainer(cfg, output_dir=str(tmp_path))
     assert cfg.model.head.num_classes == 4 and trainer.model.num_classes == 4
     assert trainer.model.head.cls_score.out_channels == 4 * 9
+
+
+def test_resource_monitor_records_memory_and_descriptors(tmp_path):
+    cfg = load_config(TINY, ["train.max_iter=4", "train.checkpoint_period=0",
+                             "+train.hooks=[dict(type='ResourceMonitor', period=2)]"])
+    Trainer(cfg, output_dir=str(tmp_path)).train()
+    samples = [json.loads(line) for line in open(tmp_path / "metrics.json") if "rss_mb" in line]
+    assert [s["iteration"] for s in samples] == [1, 3]
+    for s in samples:
+        assert 100 < s["rss_mb"] < 20000 and 3 <= s["open_fds"] < 1000 and s["children_rss_mb"] >= 0
