@@ -14,13 +14,13 @@ from retdet.data import resolve_num_classes
 from retdet.modeling import build_model
 from retdet.utils.logger import format_table
 from retdet.utils.model_analysis import DetectorNetwork, count_parameters, flop_analysis
-from tools.benchmark import _size
+from retdet.tools.benchmark import parse_hw
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", "--config-file", required=True)
-    parser.add_argument("--input-size", type=_size, default=(800, 1216), help="HxW (default 800x1216)")
+    parser.add_argument("--input-size", type=parse_hw, default=(800, 1216), help="HxW (default 800x1216)")
     parser.add_argument("--depth", type=int, default=3, help="module depth of the per-module tables")
     parser.add_argument("opts", nargs="*", help="config overrides key.path=value")
     args = parser.parse_args(argv)

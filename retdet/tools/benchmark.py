@@ -28,7 +28,7 @@ import torch
 from retdet.utils.logger import format_table
 
 
-def _size(text: str):
+def parse_hw(text: str):
     try:
         h, w = (int(v) for v in text.lower().split("x"))
     except ValueError:
@@ -93,7 +93,7 @@ def main() -> None:
                         help="timed iterations (train/inference 10, data 60 batches, ops 20 runs)")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=None)
-    parser.add_argument("--input-size", type=_size, default=None, help="HxW of the random input images")
+    parser.add_argument("--input-size", type=parse_hw, default=None, help="HxW of the random input images")
     parser.add_argument("--amp", action="store_true", help="autocast: float16 on CUDA (grad scaler), bfloat16 on CPU")
     parser.add_argument("--compare", choices=["torchvision"], default=None)
     parser.add_argument("--cases", nargs="*", default=None, help="ops: only cases whose name contains one of these")

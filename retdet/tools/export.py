@@ -29,7 +29,7 @@ from retdet.utils.logger import setup_logger
 def check_images(cfg, spec, count: int = 4) -> list:
     """(name, BGR image) pairs: the files in ``spec`` or the first images of the config's test set."""
     if spec:
-        from tools.demo import list_images
+        from retdet.tools.demo import list_images
 
         files = list_images(spec) if os.path.isdir(spec) else [spec]
     else:
