@@ -5,6 +5,7 @@
     python tools/train_net.py --config FILE --resume                               # continue output_dir's run
     python tools/train_net.py --config FILE --eval-only [--weights CKPT]
     python tools/train_net.py --config FILE train.max_iter=1000 optimizer.lr=0.005   # overrides
+    retdet-train --config retdet.configs.quickstart                                # installed; a shipped config
 
 Preemption: SIGTERM or SIGUSR1 (train.preempt_signals) makes every worker finish its step, save a
 checkpoint and exit with status 75; --resume continues exactly from it. A corrupt newest checkpoint
@@ -30,7 +31,7 @@ REQUIRED = ("model", "dataloader", "optimizer", "lr_scheduler", "train")
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", "--config-file", dest="config", required=True, help="a Python config file")
+    parser.add_argument("--config", "--config-file", dest="config", required=True, help="a Python config file, or a shipped one by name (retdet.configs.quickstart)")
     parser.add_argument("--num-gpus", type=int, default=1, help="worker processes per machine (CPU: processes)")
     parser.add_argument("--num-machines", type=int, default=1)
     parser.add_argument("--machine-rank", type=int, default=0)
