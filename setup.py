@@ -45,11 +45,34 @@ def extension():
     return CppExtension("retdet._C", sorted(sources), extra_compile_args={"cxx": cxx}, extra_link_args=link)
 
 
+def config_packages():
+    """configs/ (edited in one place, the repository root) travels in the package as retdet/configs:
+    each of its folders becomes a package of config files, read by retdet.config, never imported."""
+    packages = {}
+    for folder, dirs, files in os.walk(os.path.join(ROOT, "configs")):
+        dirs[:] = [d for d in dirs if not d.startswith((".", "_"))]
+        rel = os.path.relpath(folder, ROOT)
+        name = "retdet." + rel.replace(os.sep, ".")
+        packages[name] = rel
+    return packages
+
+
+CONFIGS = config_packages()
+# One implementation per tool in retdet/tools/; tools/*.py are thin entry points for a checkout.
+COMMANDS = {
+    "retdet-train": "train_net", "retdet-benchmark": "benchmark", "retdet-demo": "demo", "retdet-export": "export",
+    "retdet-analyze": "analyze_model", "retdet-visualize": "visualize_data", "retdet-convert-weights": "convert_weights",
+    "retdet-soak": "soak",
+}
+
 setup(
     name="retdet",
     version="0.1.0",
     description="RetinaNet object detection in PyTorch: registry-driven, with fused CPU/CUDA ops",
-    packages=find_packages(exclude=("tests", "tests.*", "configs", "tools")),
+    packages=find_packages(exclude=("tests", "tests.*", "configs", "configs.*", "tools")) + sorted(CONFIGS),
+    package_dir=CONFIGS,
+    package_data={name: ["*.py"] for name in CONFIGS},
+    entry_points={"console_scripts": [f"{cmd} = retdet.tools.{module}:main" for cmd, module in COMMANDS.items()]},
     python_requires=">=3.9",
     ext_modules=[extension()],
     cmdclass={"build_ext": BuildExtension},

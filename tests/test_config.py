@@ -140,3 +140,33 @@ def test_config_dict_attribute_access():
     assert c.a.d.e == 2
     with pytest.raises(AttributeError, match="Did you mean 'a.d'|Did you mean 'd'"):
         c.a.dd
+
+
+# ---- shipped configs by name, from any folder ------------------------------------------------------
+
+def test_a_config_anywhere_extends_a_shipped_one_by_name(tmp_path):
+    from retdet.config import list_shipped_configs, shipped_configs_dir
+
+    assert os.path.samefile(shipped_configs_dir(), CONFIGS)  # a checkout: the one copy is configs/
+    (tmp_path / "exp.py").write_text(
+        "from retdet.configs.quickstart import dataloader, model, train\n"
+        "from retdet.configs.common.models import retinanet\n"
+        "model.head.num_convs = 1\n"
+        "common_depth = retinanet.model.backbone.depth\n")
+    cfg = load_config(str(tmp_path / "exp.py"))
+    assert cfg.model.head.num_convs == 1 and cfg.model.backbone.depth == 18 and cfg.common_depth == 50
+    # each import runs the shipped file afresh: the change above did not leak into it
+    assert load_config("retdet.configs.quickstart").model.head.num_convs == 2
+    assert load_config(os.path.join(CONFIGS, "quickstart.py")) == load_config("retdet.configs.quickstart")
+    shipped = list_shipped_configs()
+    assert "retdet.configs.quickstart" in shipped and "retdet.configs.common.models.retinanet" in shipped
+    assert len(shipped) == sum(f.endswith(".py") for _, _, files in os.walk(CONFIGS) for f in files)
+
+
+def test_an_unknown_shipped_name_lists_what_ships(tmp_path):
+    with pytest.raises(ImportError, match=r"no shipped config 'retdet.configs.quikstart'. Did you mean "
+                                          r"'retdet.configs.quickstart'\? retdet ships: retdet.configs.bccd_R18_FPN"):
+        load_config("retdet.configs.quikstart")
+    (tmp_path / "exp.py").write_text("from retdet.configs.commn.models.retinanet import model\n")
+    with pytest.raises(ImportError, match=r"Did you mean 'retdet.configs.common.models.retinanet'"):
+        load_config(str(tmp_path / "exp.py"))

@@ -134,7 +134,7 @@ def test_export_matches_eager(tmp_path, weights, images, fmt):
 
 
 def test_export_compare_catches_differences():
-    from tools.export import compare
+    from retdet.tools.export import compare
     from retdet.structures import Detections
 
     eager = Detections(boxes=torch.tensor([[0.0, 0, 10, 10], [5, 5, 20, 20]]), scores=torch.tensor([0.9, 0.8]),

@@ -15,7 +15,7 @@ from retdet.modeling import build_model
 from retdet.structures import ImageSample
 
 from .conftest import CONFIGS, SHARED
-from tools.convert_weights import main as convert_main
+from retdet.tools.convert_weights import main as convert_main
 
 BCCD = os.path.join(SHARED, "datasets", "bccd")
 VARIANTS = {

@@ -1,54 +1,11 @@
 #!/usr/bin/env python
-"""Write augmented training samples with their boxes and class names, to see what the model sees.
-
-    python tools/visualize_data.py --config configs/quickstart.py --num 16 --output output/vis
-"""
-import argparse
+"""`retdet-visualize` from a checkout: the implementation and its help are in retdet/tools/visualize_data.py."""
 import os
 import sys
 
-import cv2
-
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from retdet.config import load_config  # noqa: E402
-from retdet.data import build_train_loader, register_from_config  # noqa: E402
-from retdet.utils.visualize import draw_boxes, image_grid  # noqa: E402
-
-
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", "--config-file", required=True)
-    parser.add_argument("--num", type=int, default=16)
-    parser.add_argument("--output", required=True)
-    parser.add_argument("--split", default="train", choices=["train", "test"])
-    parser.add_argument("--import", dest="imports", action="append", default=[])
-    parser.add_argument("opts", nargs="*", help="config overrides key.path=value")
-    args = parser.parse_args(argv)
-    cfg = load_config(args.config, args.opts, extra_imports=args.imports)
-    register_from_config(cfg.dataloader.get("register", []))
-    fmt = cfg.model.get("input_format", "BGR")
-    loader_cfg = dict(cfg.dataloader[args.split], total_batch_size=1, num_workers=0)
-    if args.split == "train":
-        loader, dataset = build_train_loader(loader_cfg, input_format=fmt, seed=cfg.train.get("seed", 0))
-    else:
-        from retdet.data import build_test_loader
-
-        loader, dataset = build_test_loader(loader_cfg, input_format=fmt)
-    os.makedirs(args.output, exist_ok=True)
-    names = dataset.info.class_names
-    drawn = []
-    for i, batch in zip(range(args.num), loader):
-        s = batch[0]
-        image = s.image.permute(1, 2, 0).numpy()
-        if fmt == "RGB":
-            image = image[:, :, ::-1]
-        out = draw_boxes(image, s.gt_boxes.numpy(), s.gt_labels.tolist(), names, ignore_boxes=s.ignore_boxes.numpy())
-        cv2.imwrite(os.path.join(args.output, f"sample_{i:03d}_img{s.image_id}.jpg"), out)
-        drawn.append(out)
-    cv2.imwrite(os.path.join(args.output, "grid.jpg"), image_grid(drawn))
-    print(f"wrote {len(drawn)} samples and grid.jpg to {args.output}")
-
+from retdet.tools.visualize_data import main  # noqa: E402
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -1,6 +1,7 @@
 """Python config files: :func:`load_config`, overrides, :func:`dump_config`. See loader.py."""
 from .config_dict import ConfigDict
-from .loader import config_to_python, dump_config, import_user_modules, load_config, locate, save_config
+from .loader import (config_to_python, dump_config, import_user_modules, list_shipped_configs, load_config, locate,
+                     save_config, shipped_configs_dir)
 from .overrides import apply_overrides, parse_value
 
 __all__ = [
@@ -9,8 +10,10 @@ __all__ = [
     "config_to_python",
     "dump_config",
     "import_user_modules",
+    "list_shipped_configs",
     "load_config",
     "locate",
     "parse_value",
     "save_config",
+    "shipped_configs_dir",
 ]

@@ -15,6 +15,14 @@ another config file with a relative import, then changes it::
 
 A relative import ``from .a.b import x`` loads the *file* ``a/b.py`` next to the importing config
 (``..`` goes up one folder) and runs it afresh each time, so changes never leak between configs.
+
+The configs retdet ships (``configs/`` of the repository, installed as ``retdet/configs``) are
+reachable from a config in any folder by name, with the same run-afresh semantics::
+
+    # ~/my_project/my_experiment.py
+    from retdet.configs.quickstart import dataloader, lr_scheduler, model, optimizer, train
+
+and ``load_config("retdet.configs.quickstart")`` loads one directly.
 """
 from __future__ import annotations
 
@@ -30,7 +38,8 @@ from typing import Any, Dict, Iterable, List, Optional
 
 from .config_dict import ConfigDict
 
-__all__ = ["load_config", "dump_config", "save_config", "config_to_python", "locate", "import_user_modules"]
+__all__ = ["load_config", "dump_config", "save_config", "config_to_python", "locate", "import_user_modules",
+           "list_shipped_configs", "shipped_configs_dir"]
 
 _DATA_TYPES = (dict, list, tuple, str, int, float, bool, type(None))
 
@@ -68,27 +77,77 @@ def _namespace(path: str, entries: Dict[str, Any]) -> types.SimpleNamespace:
     return ns
 
 
+SHIPPED_PREFIX = "retdet.configs"
+
+
+def shipped_configs_dir() -> str:
+    """The folder of the configs retdet ships: ``retdet/configs`` in an installed package, the
+    repository's ``configs/`` in a checkout (one copy in the tree; the wheel maps it into the package)."""
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    for folder in (os.path.join(package, "configs"), os.path.join(os.path.dirname(package), "configs")):
+        if os.path.isfile(os.path.join(folder, "quickstart.py")):
+            return folder
+    raise FileNotFoundError(f"retdet's shipped configs are not installed (looked in {package}/configs and "
+                            f"{os.path.dirname(package)}/configs); reinstall retdet")
+
+
+def list_shipped_configs() -> List[str]:
+    """Every shipped config by its importable name, e.g. ``retdet.configs.common.models.retinanet``."""
+    root = shipped_configs_dir()
+    names = []
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if not d.startswith((".", "_")))
+        rel = os.path.relpath(folder, root)
+        prefix = SHIPPED_PREFIX + ("" if rel == "." else "." + rel.replace(os.sep, "."))
+        names += [f"{prefix}.{f[:-3]}" for f in sorted(files) if f.endswith(".py") and not f.startswith("_")]
+    return names
+
+
+def shipped_config_path(name: str) -> str:
+    """``retdet.configs.a.b`` -> the path of the shipped file (or folder) ``a/b``, without ``.py``;
+    an unknown name is an ImportError with close matches and the list of what ships."""
+    rel = name[len(SHIPPED_PREFIX):].lstrip(".")
+    target = os.path.join(shipped_configs_dir(), *rel.split(".")) if rel else shipped_configs_dir()
+    if os.path.isfile(target + ".py") or os.path.isdir(target):
+        return target
+    from retdet.registry import close_matches
+
+    shipped = list_shipped_configs()
+    guesses = close_matches(name, shipped)
+    hint = f" Did you mean {guesses[0]!r}?" if guesses else ""
+    raise ImportError(f"no shipped config {name!r}.{hint} retdet ships: {', '.join(shipped)}")
+
+
+def _load_target(target: str, fromlist, what: str, current_file: str):
+    """What ``from <what> import <fromlist>`` gives when <what> names the file or folder ``target``."""
+    if os.path.isfile(target + ".py"):
+        if not fromlist:
+            raise ImportError(f"{current_file}: use 'from {what} import <names>' to import from a config file")
+        return _namespace(target + ".py", _load_entries(target + ".py", keep_all=True))
+    if os.path.isdir(target):
+        # ``from .common.models import retinanet``: each imported name is a config file.
+        ns = types.SimpleNamespace()
+        for item in fromlist or ():
+            path = os.path.join(target, item + ".py")
+            if not os.path.isfile(path):
+                raise ImportError(f"{current_file}: no config file {path} for 'from {what} import {item}'")
+            setattr(ns, item, _namespace(path, _load_entries(path, keep_all=True)))
+        return ns
+    raise ImportError(f"{current_file}: {what} names neither {target}.py nor a folder")
+
+
 def _make_importer(current_file: str):
     real_import = builtins.__import__
     base_dir = os.path.dirname(os.path.abspath(current_file))
 
     def config_import(name, globals=None, locals=None, fromlist=(), level=0):
         if level == 0:
+            if name == SHIPPED_PREFIX or name.startswith(SHIPPED_PREFIX + "."):
+                return _load_target(shipped_config_path(name), fromlist, name, current_file)
             return real_import(name, globals, locals, fromlist, level)
         target = _resolve_relative(base_dir, name, level)
-        if os.path.isfile(target + ".py"):
-            if not fromlist:
-                raise ImportError(f"{current_file}: use 'from .{name} import <names>' to import from a config file")
-            return _namespace(target + ".py", _load_entries(target + ".py", keep_all=True))
-        if os.path.isdir(target):
-            # ``from .common.models import retinanet``: each imported name is a config file.
-            ns = types.SimpleNamespace()
-            for item in fromlist or ():
-                path = os.path.join(target, item + ".py")
-                if not os.path.isfile(path):
-                    raise ImportError(f"{current_file}: no config file {path} for 'from .{name} import {item}'")
-                setattr(ns, item, _namespace(path, _load_entries(path, keep_all=True)))
-            return ns
+        if os.path.isfile(target + ".py") or os.path.isdir(target):
+            return _load_target(target, fromlist, "." * level + name, current_file)
         raise ImportError(
             f"{current_file}: relative import {'.' * level}{name} names neither {target}.py nor a folder"
         )
@@ -165,10 +224,12 @@ def import_user_modules(names: Iterable[str], relative_to: Optional[str] = None)
 
 
 def load_config(path: str, overrides: Iterable[str] = (), *, extra_imports: Iterable[str] = ()) -> ConfigDict:
-    """Load a config file, import its ``imports`` (and ``extra_imports``), apply ``a.b=value``
-    overrides (see :mod:`retdet.config.overrides`)."""
+    """Load a config file (a path, or a shipped config by name: ``retdet.configs.quickstart``), import
+    its ``imports`` (and ``extra_imports``), apply ``a.b=value`` overrides (see :mod:`retdet.config.overrides`)."""
     from .overrides import apply_overrides
 
+    if not os.path.exists(path) and (path == SHIPPED_PREFIX or path.startswith(SHIPPED_PREFIX + ".")):
+        path = shipped_config_path(path) + ".py"  # a shipped config by name, e.g. retdet.configs.quickstart
     cfg = ConfigDict(_load_entries(path))
     cfg = apply_overrides(cfg, overrides)
     base = os.path.dirname(os.path.abspath(path))

@@ -1,0 +1,13 @@
+"""The command-line tools, one module each, installed as commands (see setup.py):
+
+    retdet-train      retdet.tools.train_net        train / evaluate / resume from a config
+    retdet-benchmark  retdet.tools.benchmark        speed against torchvision, data loader, ops
+    retdet-demo       retdet.tools.demo             a trained model on images or a video
+    retdet-export     retdet.tools.export           TorchScript / ONNX, checked against the eager model
+    retdet-analyze    retdet.tools.analyze_model    parameters and FLOPs
+    retdet-visualize  retdet.tools.visualize_data   what the model sees after augmentation
+    retdet-convert-weights  retdet.tools.convert_weights  torchvision checkpoints to retdet's names
+    retdet-soak       retdet.tools.soak             a long run with faults: leaks and exact resume
+
+``python -m retdet.tools.NAME`` runs the same; in a checkout, ``python tools/NAME.py`` too.
+"""

@@ -1,0 +1,124 @@
+"""Speed benchmarks, printed as tables of ours against a reference measured in the same run.
+
+    python tools/benchmark.py --config configs/retinanet_R50_FPN_1x.py --task inference --compare torchvision
+    python tools/benchmark.py --config configs/retinanet_R50_FPN_1x.py --task train --compare torchvision
+    python tools/benchmark.py --config configs/quickstart.py --task data
+    python tools/benchmark.py --task ops
+
+inference: images/s, latency median and p90, a per-stage breakdown (preprocessing, backbone+FPN,
+    head, post-processing) on random images of --input-size (default 800x1216) at --batch-size
+    (default 1). train: one SGD step (forward with losses, backward, update) at --batch-size
+    (default 2) of --input-size (default 512x512): iterations/s, images/s, peak memory, and the data
+    time of the config's own training loader when its dataset is available. Both print parameters
+    and FLOPs (fvcore). --compare torchvision builds torchvision's RetinaNet like the config (see
+    retdet/benchmarks/model.py) and times it interleaved with ours.
+data: images/s of the config's training loader. ops: the fused focal loss and NMS against
+    torchvision.ops (retdet/benchmarks/ops.py).
+Times are medians (the machines are noisy). --json writes
+    {"task", "device", "config", "results": [{"name", "ours", "ref", "unit", "speedup"}]}
+where speedup is ours/ref for rates and ref/ours for times (> 1: ours is faster) and null where
+there is no reference.
+"""
+import argparse
+import json
+import os
+
+import torch
+
+from retdet.utils.logger import format_table
+
+
+def parse_hw(text: str):
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--input-size must look like 800x1216 (HxW), got {text!r}")
+    return h, w
+
+
+def _load(args):
+    from retdet.config import load_config
+    from retdet.data import resolve_num_classes
+
+    if not args.config:
+        raise SystemExit(f"--task {args.task} needs --config")
+    cfg = load_config(args.config, args.opts)
+    resolve_num_classes(cfg)  # model.head.num_classes="from_dataset"
+    return cfg
+
+
+def run_ops(args) -> list:
+    from retdet.benchmarks.ops import run_op_benchmarks
+
+    results = run_op_benchmarks(device=args.device, runs=args.iters or 20, warmup=args.warmup, only=args.cases)
+    return [{"name": f"{r['name']}: {r['case']}", "ours": r["ours_ms"], "ref": r["ref_ms"], "unit": "ms",
+             "speedup": r["speedup"]} for r in results]
+
+
+def run_data(args) -> list:
+    from retdet.benchmarks.data import data_throughput
+
+    r = data_throughput(_load(args), iters=args.iters or 60)
+    return [{"name": f"{r['name']}, {r['workers']} workers, batch {r['batch_size']}", "ours": r["images_per_s"],
+             "ref": None, "unit": "images/s", "speedup": None}]
+
+
+def run_model(args) -> list:
+    from retdet.benchmarks.data import data_throughput
+    from retdet.benchmarks.model import inference_benchmark, train_benchmark
+
+    cfg = _load(args)
+    train = args.task == "train"
+    h, w = args.input_size or ((512, 512) if train else (800, 1216))
+    batch = args.batch_size or (2 if train else 1)
+    bench = train_benchmark if train else inference_benchmark
+    rows = bench(cfg.model, device=torch.device(args.device), batch_size=batch, height=h, width=w,
+                 iters=args.iters or 10, warmup=args.warmup, amp=args.amp, compare=args.compare == "torchvision")
+    if train:
+        try:
+            r = data_throughput(cfg, iters=30, warmup=3)
+            rows.insert(3, {"name": f"data time per batch ({r['name']}, batch {r['batch_size']})",
+                            "ours": r["ms_per_batch"], "ref": None, "unit": "ms", "speedup": None})
+        except (FileNotFoundError, KeyError, OSError) as e:
+            print(f"data time not measured: the config's training data is not available here ({e})")
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--task", choices=["train", "inference", "data", "ops"], required=True)
+    parser.add_argument("--config", "--config-file", default=None)
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--iters", "--runs", type=int, default=None,
+                        help="timed iterations (train/inference 10, data 60 batches, ops 20 runs)")
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=None)
+    parser.add_argument("--input-size", type=parse_hw, default=None, help="HxW of the random input images")
+    parser.add_argument("--amp", action="store_true", help="autocast: float16 on CUDA (grad scaler), bfloat16 on CPU")
+    parser.add_argument("--compare", choices=["torchvision"], default=None)
+    parser.add_argument("--cases", nargs="*", default=None, help="ops: only cases whose name contains one of these")
+    parser.add_argument("--json", default=None, help="also write the results to this JSON file")
+    parser.add_argument("opts", nargs="*", help="config overrides key.path=value")
+    args = parser.parse_args()
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: CUDA is not available here")
+    if args.compare and args.task not in ("train", "inference"):
+        parser.error(f"--compare applies to --task train and inference, not {args.task}")
+    results = {"ops": run_ops, "data": run_data, "train": run_model, "inference": run_model}[args.task](args)
+
+    threads = f"{torch.get_num_threads()} CPU threads" if args.device == "cpu" else torch.cuda.get_device_name()
+    ref_name = "torchvision" if args.task in ("ops",) or args.compare else "reference"
+    print(f"\n{args.task} on {args.device} ({threads}){', AMP' if args.amp else ''}: medians")
+    rows = [(r["name"], r["ours"], r["ref"], r["unit"], "" if r["speedup"] is None else f"{r['speedup']:.2f}x")
+            for r in results]
+    print(format_table(rows, ["", "retdet", ref_name, "unit", "speedup"], floatfmt=".2f"))
+    if args.json:
+        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+        report = {"task": args.task, "device": args.device, "config": args.config, "results": results}
+        with open(args.json, "w") as f:
+            json.dump(report, f, indent=2)
+        print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()
