@@ -96,6 +96,11 @@ def test_eval_only_falls_back_to_the_newest_intact_checkpoint(run_dir, tmp_path)
     assert "Skipping checkpoint" in out.stdout + out.stderr
     assert f"Loaded {run / 'model_0000002.pth'}" in out.stdout + out.stderr
     assert "Evaluation on synthetic_shapes_val" in out.stdout
+    # named explicitly, the corrupt file is an error that names the intact alternative
+    out = train_net("--config", TINY, "--output-dir", str(run), "--eval-only", "--weights", str(run / "model_final.pth"),
+                    expect_ok=False)
+    assert out.returncode != 0 and f"CorruptCheckpointError: checkpoint {run / 'model_final.pth'} is corrupt" in out.stderr
+    assert f"pass --weights {run / 'model_0000002.pth'}" in out.stderr
 
 
 def _limit_file_size():

@@ -107,7 +107,8 @@ def test_the_user_project_guide_runs_against_the_installed_package(venv, tmp_pat
     run = tmp_path / "my_project" / "output" / "mobilenet"
     assert (run / "model_final.pth").exists() and "MobileNetV3" in (run / "config.py").read_text()
     assert "Evaluation on synthetic_shapes_val (120 images)" in log
-    assert ROOT not in (run / "log.txt").read_text().split("Environment:")[1].split("Config")[0]
+    retdet_row = next(line for line in (run / "log.txt").read_text().splitlines() if line.startswith("| retdet  "))
+    assert os.path.dirname(venv) in retdet_row and ROOT + os.sep + "retdet" not in retdet_row, retdet_row
 
 
 def test_unknown_shipped_config_is_a_did_you_mean_error(venv, tmp_path):

@@ -19,7 +19,8 @@ import logging
 import os
 
 from retdet.config import import_user_modules, load_config, save_config
-from retdet.data import check_num_classes, resolve_num_classes
+from retdet.checkpoint import CorruptCheckpointError, checkpoint_problem
+from retdet.data import check_num_classes, register_from_config, resolve_num_classes
 from retdet.engine import Trainer, evaluate, launch
 from retdet.engine.preemption import DEFAULT_SIGNALS, PREEMPTED_EXIT_CODE, signal_numbers
 from retdet.utils import comm
@@ -64,14 +65,20 @@ def worker(cfg, args) -> None:
         from retdet.modeling import build_model
 
         model = build_model(cfg.model).to("cuda" if torch.cuda.is_available() else "cpu")
+        register_from_config(cfg.dataloader.get("register", []))
         check_num_classes(model, cfg.dataloader.test.dataset.names, where="dataloader.test")
-        # Given weights are used as given (a corrupt file is an error); the run's own checkpoint
-        # falls back to the newest intact one, as --resume does.
+        # The run's own checkpoint falls back to the newest intact one, as --resume does; weights
+        # given explicitly are used as given (evaluating another file would report another model).
         weights = (args.weights or cfg.train.get("init_checkpoint")
                    or Checkpointer(model, output_dir).find_resume_checkpoint())
         if not weights:
             raise FileNotFoundError(f"--eval-only: no --weights given, no train.init_checkpoint and no checkpoint in "
                                     f"{output_dir}")
+        problem = checkpoint_problem(weights) if os.path.isfile(weights) else None
+        if problem:
+            intact = Checkpointer(model, os.path.dirname(weights) or ".").find_resume_checkpoint()
+            hint = f"; the newest intact checkpoint in its folder is {intact}: pass --weights {intact}" if intact else ""
+            raise CorruptCheckpointError(weights, problem + hint)
         load_weights(model, weights, logger=logger)
         evaluate(cfg, model, output_dir=os.path.join(output_dir, "eval"))
         return
