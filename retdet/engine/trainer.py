@@ -285,9 +285,9 @@ class Trainer:
         # on the training device: NCCL reduces CUDA tensors only
         flags = torch.tensor([0.0 if torch.isfinite(total).item() else 1.0, float(self.preemption.requested)],
                              device=self.device)
-        flags = comm.all_reduce_sum(flags)
-        self.preempt_agreed = bool(flags[1].item() > 0)
-        if flags[0].item() == 0:
+        nonfinite, preempt = comm.all_reduce_sum(flags).tolist()  # one device-to-host copy
+        self.preempt_agreed = preempt > 0
+        if nonfinite == 0:
             return
         terms = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in loss_dict.items())
         where = self.last_checkpoint or "none saved yet (the run started from its initial weights)"

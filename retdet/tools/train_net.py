@@ -19,7 +19,7 @@ import logging
 import os
 
 from retdet.config import import_user_modules, load_config, save_config
-from retdet.checkpoint import CorruptCheckpointError, checkpoint_problem
+from retdet.checkpoint import CorruptCheckpointError
 from retdet.data import check_num_classes, register_from_config, resolve_num_classes
 from retdet.engine import Trainer, evaluate, launch
 from retdet.engine.preemption import DEFAULT_SIGNALS, PREEMPTED_EXIT_CODE, signal_numbers
@@ -74,12 +74,14 @@ def worker(cfg, args) -> None:
         if not weights:
             raise FileNotFoundError(f"--eval-only: no --weights given, no train.init_checkpoint and no checkpoint in "
                                     f"{output_dir}")
-        problem = checkpoint_problem(weights) if os.path.isfile(weights) else None
-        if problem:
+        try:
+            load_weights(model, weights, logger=logger)
+        except CorruptCheckpointError as e:
             intact = Checkpointer(model, os.path.dirname(weights) or ".").find_resume_checkpoint()
-            hint = f"; the newest intact checkpoint in its folder is {intact}: pass --weights {intact}" if intact else ""
-            raise CorruptCheckpointError(weights, problem + hint)
-        load_weights(model, weights, logger=logger)
+            if not intact:
+                raise
+            raise CorruptCheckpointError(weights, f"{e.problem}; the newest intact checkpoint in its folder is "
+                                                  f"{intact}: pass --weights {intact}") from None
         evaluate(cfg, model, output_dir=os.path.join(output_dir, "eval"))
         return
     trainer = Trainer(cfg, output_dir=output_dir, resume=args.resume)
