@@ -4,6 +4,18 @@
 //   p = sigmoid(x), ce = BCE-with-logits(x, t), 1 - p_t = p (1 - t) + (1 - p) t
 //   loss = alpha_t * ce * (1 - p_t)^gamma,   alpha_t = alpha t + (1 - alpha)(1 - t)  (alpha >= 0)
 //   dloss/dx = alpha_t * [ (p - t)(1 - p_t)^gamma + gamma (1 - p_t)^(gamma - 1) p (1 - p)(1 - 2t) ce ]
+//
+// p - t is computed as p (1 - t) - (1 - p) t: the same number, but for a confident positive (t = 1,
+// p = 0.99998) it is -(1 - p) from the accurately computed 1 - p, not a float32 difference of two
+// numbers near 1 that loses most of its digits (and is 0 above x = 17).
+//
+// Results (loss elements and gradients) computed in float32 whose magnitude is below 2^-100 are
+// returned as 0 (flush_tiny). Confident logits make such values by the million (an easy negative at
+// x = -50 has p^2 ~ 1e-44, a subnormal float), and subnormal operands make every later operation on
+// them (the backward's scaling by the loss normaliser, the head's convolution backward) take a slow
+// microcode path on x86 CPUs: a step's cost then depends on the logits' values. 2^-100 rather than
+// the smallest normal float (2^-126) leaves room for that later scaling (by down to 2^-26) to stay
+// normal. No gradient this small moves a float32 weight. float64 (gradcheck) results are exact.
 #pragma once
 #include <cmath>
 
@@ -65,6 +77,10 @@ RETDET_HD SigmoidTerms<T> sigmoid_terms(T x, T t) {
   return s;
 }
 
+// 0 for float results below 2^-100 in magnitude (see the top of this file); doubles unchanged.
+RETDET_HD float flush_tiny(float v) { return fabsf(v) < 0x1p-100f ? 0.f : v; }
+RETDET_HD double flush_tiny(double v) { return v; }
+
 template <typename T>
 RETDET_HD T alpha_weight(T t, T alpha) {
   return alpha >= T(0) ? alpha * t + (T(1) - alpha) * (T(1) - t) : T(1);
@@ -74,7 +90,7 @@ template <typename T>
 RETDET_HD T focal_loss_value(T x, T t, T alpha, T gamma) {
   const SigmoidTerms<T> s = sigmoid_terms(x, t);
   const T b = s.p * (T(1) - t) + s.q * t;
-  return alpha_weight(t, alpha) * s.ce * focal_pow(b, gamma);
+  return flush_tiny(alpha_weight(t, alpha) * s.ce * focal_pow(b, gamma));
 }
 
 template <typename T>
@@ -82,7 +98,8 @@ RETDET_HD T focal_loss_grad(T x, T t, T alpha, T gamma) {
   const SigmoidTerms<T> s = sigmoid_terms(x, t);
   const T b = s.p * (T(1) - t) + s.q * t;
   const T dmod = focal_pow_grad(b, gamma) * s.p * s.q * (T(1) - T(2) * t);
-  return alpha_weight(t, alpha) * ((s.p - t) * focal_pow(b, gamma) + s.ce * dmod);
+  const T p_minus_t = s.p * (T(1) - t) - s.q * t;
+  return alpha_weight(t, alpha) * (p_minus_t * focal_pow(b, gamma) + s.ce * dmod);  // flushed after scaling
 }
 
 }  // namespace retdet

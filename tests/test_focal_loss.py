@@ -177,6 +177,81 @@ def test_empty_and_extreme_logits():
     assert torch.isfinite(x.grad).all()
 
 
+TINY_RESULT = 2.0**-100  # float results below this are returned as 0 (csrc/focal_loss_math.h)
+
+
+def exact_focal_loss(x, t, alpha, gamma):
+    """Float64 focal loss with every term accurate down to 1e-300 (torch's float64 BCE is not:
+    log(1 + exp(-69)) comes out 0), unreduced; ignored rows (label -1) give 0."""
+    n, k = x.shape
+    valid = torch.ones(n, 1, dtype=x.dtype)
+    if not t.is_floating_point():
+        valid = (t >= 0).to(x.dtype).unsqueeze(1)
+        t = torch.nn.functional.one_hot(t.clamp(min=0), k + 1)[:, :k].to(x.dtype)
+    e = torch.exp(-x.abs())
+    p = torch.where(x >= 0, 1 / (1 + e), e / (1 + e))
+    q = torch.where(x >= 0, e / (1 + e), 1 / (1 + e))
+    ce = x.clamp(min=0) - x * t + torch.log1p(e)
+    w = alpha * t + (1 - alpha) * (1 - t)
+    return w * ce * (p * (1 - t) + q * t) ** gamma * valid
+
+
+def extreme_case(kind, dtype, device):
+    """Logits over -100..100 (every half-integer: the reference's autograd has kinks at 0, then
+    random) with their targets."""
+    g = torch.Generator().manual_seed(3)
+    x = torch.cat([torch.arange(-100.5, 100.0), torch.rand(20 * 201, generator=g) * 200 - 100]).view(-1, 21)
+    n, k = x.shape
+    if kind == "index":
+        t = torch.randint(-1, k + 1, (n,), generator=g)
+    else:
+        t = torch.rand(n, k, generator=g)
+        t[::2] = t[::2].round()  # half the rows binary, half soft
+    return x.to(dtype).to(device), (t.to(dtype) if t.is_floating_point() else t).to(device)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("gamma", [0.0, 1.0, 2.0, 3.0, 3.5])
+@pytest.mark.parametrize("kind", ["index", "soft"])
+def test_extreme_logits_match_float64(device, dtype, gamma, kind):
+    """Loss and gradient for logits in -100..100 against the float64 reference on the same
+    (rounded) inputs, rounded to the dtype; float results below 2^-100 are exactly 0."""
+    x, t = extreme_case(kind, dtype, device)
+    x = x.requires_grad_()
+    loss = sigmoid_focal_loss(x, t, 0.25, gamma)
+    loss.backward(torch.ones_like(loss))
+    x64 = x.detach().cpu().double().requires_grad_()
+    ref = exact_focal_loss(x64, t.cpu().double() if t.is_floating_point() else t.cpu(), 0.25, gamma)
+    ref.backward(torch.ones_like(ref))
+    flushed = dtype != torch.float16  # float16 keeps its own subnormals (they are not slow)
+    for ours, exact in ((loss.detach(), ref.detach()), (x.grad, x64.grad)):
+        expected = torch.where(exact.abs() < TINY_RESULT, 0.0, exact) if flushed else exact
+        rtol = {torch.float32: 2e-5, torch.float16: 2e-3, torch.bfloat16: 1.6e-2}[dtype]
+        atol = {torch.float32: 1e-6, torch.float16: 1e-4, torch.bfloat16: 1e-3}[dtype] if kind == "soft" else 0
+        ours = ours.cpu().double()
+        torch.testing.assert_close(ours, expected.to(dtype).double(), rtol=rtol, atol=atol)
+        assert ((ours != 0) == (expected.to(dtype) != 0)).all(), "zeros in other places than the reference's"
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_confident_logits_give_no_subnormal_results(device, dtype):
+    """An easy negative at x = -30 has a loss of ~1e-40 (subnormal in float32): returned as 0, and the
+    gradient stays normal after the backward scales it by a loss normaliser (1 / 1000)."""
+    from retdet.utils.subnormals import count_subnormal
+
+    g = torch.Generator().manual_seed(0)
+    x = (torch.randn(2000, 80, generator=g) * 8 - 35).to(dtype).to(device).requires_grad_()
+    labels = torch.full((2000,), 80, device=device)
+    loss = sigmoid_focal_loss(x, labels, 0.25, 2.0, "none")
+    assert count_subnormal(loss) == 0
+    (sigmoid_focal_loss(x, labels, 0.25, 2.0, "sum") / 1000).backward()
+    assert count_subnormal(x.grad) == 0
+    # The plain formula in float32 does make them here: the inputs reach the region that matters.
+    assert count_subnormal(exact_focal_loss(x.detach().cpu().float(), labels.cpu(), 0.25, 2.0)) > 1000
+
+
 def test_bad_inputs_are_clear_errors():
     x = torch.randn(4, 3)
     with pytest.raises(RuntimeError, match=r"class index 7 at row 1 is outside \[-1, 3\]"):

@@ -25,10 +25,13 @@ def clustered_boxes(num_objects, per_object, seed=0, jitter=6.0):
 
 
 def check_against_torchvision(boxes, scores, idxs, thr, device="cpu"):
-    expected = torchvision.ops.batched_nms(boxes, scores, idxs, thr)
+    # torchvision on the same device: above a size it orders equal scores by an unstable sort, whose
+    # order differs between CPU and CUDA (torch.rand gives ties: 2^24 values).
+    expected = torchvision.ops.batched_nms(boxes.to(device), scores.to(device), idxs.to(device), thr).cpu()
     got = batched_nms(boxes.to(device), scores.to(device), idxs.to(device), thr).cpu()
     assert torch.equal(got, expected), f"kept {len(got)} vs torchvision {len(expected)}"
-    assert torch.equal(batched_nms_reference(boxes, scores, idxs, thr), expected)
+    if device == "cpu":
+        assert torch.equal(batched_nms_reference(boxes, scores, idxs, thr), expected)
     return got
 
 
@@ -169,5 +172,9 @@ def test_cpu_and_cuda_agree_large(n, num_classes):
     boxes = random_boxes(n, seed=n, scale=3000.0)
     scores = torch.rand(n, generator=g)
     idxs = torch.randint(0, num_classes, (n,), generator=g)
-    assert torch.equal(batched_nms(boxes.cuda(), scores.cuda(), idxs.cuda(), 0.5).cpu(),
-                       batched_nms(boxes, scores, idxs, 0.5))
+    on_cuda = batched_nms(boxes.cuda(), scores.cuda(), idxs.cuda(), 0.5).cpu()
+    on_cpu = batched_nms(boxes, scores, idxs, 0.5)
+    # The same boxes kept, in the same score order; equal scores (torch.rand has ties) may come in
+    # another order, as torchvision's do on the two devices.
+    assert torch.equal(on_cuda.sort()[0], on_cpu.sort()[0])
+    assert torch.equal(scores[on_cuda], scores[on_cpu])

@@ -4,7 +4,8 @@
 // float32 inputs with gamma in {0, 1, 2, 3} take an 8-lane vector path (vec8.h), compiled twice:
 // for AVX2 and for the baseline, chosen at run time. Other inputs take the scalar path of
 // focal_loss_math.h (float32 arithmetic; float64 for double). Sums are added per row, then per
-// fixed chunk of rows in double, so results do not depend on the thread count.
+// fixed chunk of rows in double, so results do not depend on the thread count. Every task runs with
+// subnormals flushed (denormal_guard.h) so that its cost does not depend on the logits' values.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
@@ -17,6 +18,7 @@
 
 #include "../focal_loss_math.h"
 #include "../ops.h"
+#include "denormal_guard.h"
 #include "vec8.h"
 
 namespace retdet {
@@ -68,7 +70,7 @@ struct FocalPass {
       }
       if (grad) {
         const acc_t up = upstream ? upstream[i] * grad_scale : grad_scale;
-        grad[i] = static_cast<scalar_t>(up * focal_loss_grad(xv, t, alpha, gamma));
+        grad[i] = static_cast<scalar_t>(flush_tiny(up * focal_loss_grad(xv, t, alpha, gamma)));
       }
     }
     return row_sum;
@@ -125,15 +127,15 @@ RETDET_VEC_INLINE double focal_rows_vec(const FocalPass<float, float>& a, int64_
       const vf mod = pow_gamma<kGamma>(b);
       const vf w = weighted ? alpha * t + one_minus_alpha * one_minus_t : one;
       if (a.loss || a.sum_loss) {
-        const vf v = w * ce * mod;
+        const vf v = flush_tiny(w * ce * mod);
         if (a.loss) store(a.loss + n * K + k, v);
         row_sum += v;
       }
       if (a.grad) {
         const vf dmod = pow_gamma_grad<kGamma>(b) * p * q * (one - t - t);
-        vf g = w * ((p - t) * mod + ce * dmod);
+        vf g = w * ((p * one_minus_t - q * t) * mod + ce * dmod);  // p - t, see focal_loss_math.h
         g *= a.upstream ? load(a.upstream + n * K + k) * splat(a.grad_scale) : splat(a.grad_scale);
-        store(a.grad + n * K + k, g);
+        store(a.grad + n * K + k, flush_tiny(g));
       }
     }
     float lanes[8];
@@ -200,6 +202,7 @@ double run_pass(const FocalPass<scalar_t, acc_t>& a, int64_t N) {
   const bool vector_path = std::is_same<scalar_t, float>::value && a.gamma == static_cast<acc_t>(g) && g >= 0 &&
                            g <= 3 && a.K < std::numeric_limits<int32_t>::max() - 8;
   at::parallel_for(0, num_chunks, 1, [&](int64_t c0, int64_t c1) {
+    ScopedFlushDenormals flush_denormals;
     for (int64_t c = c0; c < c1; ++c) {
       const int64_t begin = c * grain, end = std::min(N, (c + 1) * grain);
       if constexpr (std::is_same<scalar_t, float>::value) {

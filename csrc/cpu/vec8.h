@@ -26,6 +26,9 @@ RETDET_VEC_INLINE vf select(vi mask, vf a, vf b) { return mask ? a : b; }
 RETDET_VEC_INLINE vi splat_i(int32_t v) { return vi{v, v, v, v, v, v, v, v}; }
 RETDET_VEC_INLINE vf abs(vf x) { return (vf)((vi)x & splat_i(0x7fffffff)); }
 
+// 0 where |v| < 2^-100 (the kernels' flush of tiny results, as flush_tiny in focal_loss_math.h).
+RETDET_VEC_INLINE vf flush_tiny(vf v) { return select(abs(v) < splat(0x1p-100f), splat(0.f), v); }
+
 // exp(y) for y <= 0 (Cephes' expf scheme): y = n ln2 + r, |r| <= ln2 / 2, exp(r) by a degree-6
 // polynomial, 2^n put into the exponent bits. y is clamped at -87 (exp = 1.6e-38, still normal).
 RETDET_VEC_INLINE vf exp_nonpositive(vf y) {

@@ -56,7 +56,8 @@ __global__ void focal_kernel(const FocalPass<scalar_t, acc_t> a) {
     }
     if (a.grad != nullptr) {
       const acc_t up = a.upstream != nullptr ? a.upstream[i] * a.grad_scale : scalar_up;
-      a.grad[i] = static_cast<scalar_t>(valid ? up * focal_loss_grad(x, t, a.alpha, a.gamma) : acc_t(0));
+      const acc_t g = valid ? flush_tiny(up * focal_loss_grad(x, t, a.alpha, a.gamma)) : acc_t(0);
+      a.grad[i] = static_cast<scalar_t>(g);
     }
   }
   if (a.block_sums == nullptr) return;

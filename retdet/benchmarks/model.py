@@ -248,15 +248,10 @@ def inference_benchmark(model_cfg: Mapping, *, device: torch.device, batch_size:
     return rows
 
 
-def train_benchmark(model_cfg: Mapping, *, device: torch.device, batch_size: int, height: int, width: int,
-                    iters: int, warmup: int = 2, amp: bool = False, compare: bool = True,
-                    log: Callable[[str], None] = print) -> List[Dict[str, Any]]:
-    """One SGD step (forward with losses, backward, update) per call, on a fixed synthetic batch."""
-    models = build_pair(model_cfg, device=device, training=True, compare=compare, log=log)
-    ours = models["ours"]
-    samples, images, targets = _to(device, *synthetic_batch(batch_size, height, width, ours.num_classes))
-    # Equal optimisers; a small LR keeps random-weight training finite over the timed steps.
-    optimizers = {k: torch.optim.SGD([p for p in m.parameters() if p.requires_grad], lr=1e-4, momentum=0.9)
+def _sgd_steps(models: Dict[str, nn.Module], samples, images, targets, device: torch.device, amp: bool,
+               lr: float) -> Dict[str, Callable[[], None]]:
+    """One SGD step (forward with losses, backward, update) per call, for each model."""
+    optimizers = {k: torch.optim.SGD([p for p in m.parameters() if p.requires_grad], lr=lr, momentum=0.9)
                   for k, m in models.items()}
     scalers = {k: torch.amp.GradScaler(device.type, enabled=amp and device.type == "cuda") for k in models}
 
@@ -271,7 +266,42 @@ def train_benchmark(model_cfg: Mapping, *, device: torch.device, batch_size: int
             scalers[name].update()
         return run
 
-    fns = {k: step(k) for k in models}
+    return {k: step(k) for k in models}
+
+
+def fresh_weights_steps(model_cfg: Mapping, *, device: torch.device, batch: tuple, steps: int, amp: bool,
+                        compare: bool) -> Tuple[Dict[str, List[float]], Dict[str, int]]:
+    """Step times (ms) of freshly initialised models (each its own initialisation) trained at lr 0,
+    so that every step sees the fresh weights' values, and the subnormal floats one step makes.
+
+    With random weights our Detectron2-style input scaling (0..255, std 1) gives logits of +-70, the
+    region where a focal loss's gradients underflow into subnormals; on x86 CPUs those made such
+    steps several times slower than a trained model's. The first step is not timed (allocation)."""
+    from retdet.utils.subnormals import SubnormalCounter
+
+    torch.manual_seed(0)
+    models = {"ours": build_model(model_cfg).to(device).train()}
+    if compare:
+        models["ref"] = torchvision_reference(model_cfg)[0].to(device).train()
+    fns = _sgd_steps(models, *batch, device, amp, lr=0.0)
+    counts = {}
+    for name, fn in fns.items():
+        with SubnormalCounter() as counter:
+            fn()
+        counts[name] = counter.total
+    return interleaved_ms(fns, device=device.type, warmup=0, runs=steps), counts
+
+
+def train_benchmark(model_cfg: Mapping, *, device: torch.device, batch_size: int, height: int, width: int,
+                    iters: int, warmup: int = 2, amp: bool = False, compare: bool = True, fresh_steps: int = 4,
+                    log: Callable[[str], None] = print) -> List[Dict[str, Any]]:
+    """One SGD step (forward with losses, backward, update) per call, on a fixed synthetic batch;
+    then (fresh_steps > 0) the first steps of freshly initialised models against that steady state."""
+    models = build_pair(model_cfg, device=device, training=True, compare=compare, log=log)
+    ours = models["ours"]
+    batch = _to(device, *synthetic_batch(batch_size, height, width, ours.num_classes))
+    # Equal optimisers; a small LR keeps random-weight training finite over the timed steps.
+    fns = _sgd_steps(models, *batch, device, amp, lr=1e-4)
     peaks: Dict[str, Optional[float]] = {}
     for name, fn in fns.items():  # memory: one step each, alone
         if device.type == "cuda":
@@ -293,5 +323,18 @@ def train_benchmark(model_cfg: Mapping, *, device: torch.device, batch_size: int
         import resource
         rows.append(_row("peak RSS of the process (both models)",
                          resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, None, "MB", False))
+    if fresh_steps > 0:
+        fresh, subnormal = fresh_weights_steps(model_cfg, device=device, batch=batch, steps=fresh_steps, amp=amp,
+                                               compare=compare)
+        fresh_med = {k: statistics.median(v) for k, v in fresh.items()}
+        rows.append(_row(f"step time, fresh random weights at lr 0 (steps 2-{fresh_steps + 1})", fresh_med["ours"],
+                         fresh_med.get("ref"), "ms", False))
+        ratio = {k: fresh_med[k] / med[k] for k in fresh_med}
+        rows.append(_row("  fresh-weights step / steady step (target <= 1.10)", ratio["ours"], ratio.get("ref"),
+                         "ratio", False))
+        rows.append(_row("  subnormal floats made by one fresh-weights step", subnormal["ours"],
+                         subnormal.get("ref"), "values", False))
+        for r in rows[-2:]:
+            r["speedup"] = None
     rows.extend(network_cost(ours, models.get("ref"), height, width, device))
     return rows

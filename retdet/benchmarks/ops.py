@@ -48,6 +48,12 @@ def focal_cases(device: str) -> Dict[str, Dict[str, Callable[[], None]]]:
     cases["(100000, 80) int targets"] = _focal_pair(logits, labels.to(device), None, _one_hot(labels, k).to(device))
     onehot = _one_hot(labels, k).to(device)
     cases["(100000, 80) one-hot float targets"] = _focal_pair(logits, onehot, None, onehot)
+    # A trained detector's easy negatives: very confident logits, whose p^gamma falls into (and past)
+    # float32's subnormal range, the slow path of x86 CPUs unless the kernel avoids it.
+    for mean in (-20, -50, -100):
+        extreme = (torch.randn(n, k, generator=g) * 5 + mean).to(device)
+        cases[f"(100000, 80) int targets, logits ~ N({mean}, 5)"] = _focal_pair(
+            extreme, labels.to(device), None, _one_hot(labels, k).to(device))
     # RetinaNet batch: 2 images x 120087 anchors (800 x 1344 input, 9 anchors, P3-P7) x 80 classes.
     n = 2 * 120087
     logits = (torch.randn(n, k, generator=g) - 4).to(device)

@@ -9,7 +9,9 @@ inference: images/s, latency median and p90, a per-stage breakdown (preprocessin
     head, post-processing) on random images of --input-size (default 800x1216) at --batch-size
     (default 1). train: one SGD step (forward with losses, backward, update) at --batch-size
     (default 2) of --input-size (default 512x512): iterations/s, images/s, peak memory, and the data
-    time of the config's own training loader when its dataset is available. Both print parameters
+    time of the config's own training loader when its dataset is available, and the first
+    --fresh-steps steps of freshly initialised models at lr 0 against that steady state (a step's
+    cost must not depend on the weights' values; see fresh_weights_steps). Both print parameters
     and FLOPs (fvcore). --compare torchvision builds torchvision's RetinaNet like the config (see
     retdet/benchmarks/model.py) and times it interleaved with ours.
 data: images/s of the config's training loader. ops: the fused focal loss and NMS against
@@ -71,9 +73,12 @@ def run_model(args) -> list:
     train = args.task == "train"
     h, w = args.input_size or ((512, 512) if train else (800, 1216))
     batch = args.batch_size or (2 if train else 1)
-    bench = train_benchmark if train else inference_benchmark
-    rows = bench(cfg.model, device=torch.device(args.device), batch_size=batch, height=h, width=w,
-                 iters=args.iters or 10, warmup=args.warmup, amp=args.amp, compare=args.compare == "torchvision")
+    kwargs = dict(device=torch.device(args.device), batch_size=batch, height=h, width=w, iters=args.iters or 10,
+                  warmup=args.warmup, amp=args.amp, compare=args.compare == "torchvision")
+    if train:
+        rows = train_benchmark(cfg.model, fresh_steps=args.fresh_steps, **kwargs)
+    else:
+        rows = inference_benchmark(cfg.model, **kwargs)
     if train:
         try:
             r = data_throughput(cfg, iters=30, warmup=3)
@@ -96,6 +101,8 @@ def main() -> None:
     parser.add_argument("--input-size", type=parse_hw, default=None, help="HxW of the random input images")
     parser.add_argument("--amp", action="store_true", help="autocast: float16 on CUDA (grad scaler), bfloat16 on CPU")
     parser.add_argument("--compare", choices=["torchvision"], default=None)
+    parser.add_argument("--fresh-steps", type=int, default=4,
+                        help="train: also time this many steps of freshly initialised models at lr 0 (0: skip)")
     parser.add_argument("--cases", nargs="*", default=None, help="ops: only cases whose name contains one of these")
     parser.add_argument("--json", default=None, help="also write the results to this JSON file")
     parser.add_argument("opts", nargs="*", help="config overrides key.path=value")
