@@ -37,7 +37,13 @@ step build 300 "$PY" -m pip install -q --no-build-isolation --no-deps -e .
 step env 60 "$PY" -m retdet.utils.collect_env
 "$PY" -c "import torch, retdet.ops as ops; assert torch.cuda.is_available() and ops.extension_has_cuda(), 'no CUDA kernels'" \
   || { echo "no CUDA kernels to check"; exit 1; }
-step tests 240 "$PY" -m pytest -q -x tests/test_focal_loss.py tests/test_nms.py tests/test_subnormals.py
+OP_TESTS="tests/test_focal_loss.py tests/test_nms.py tests/test_subnormals.py"
+ERROR_TESTS="bad_inputs or non_finite or bad_shapes"
+step tests 240 "$PY" -m pytest -q -p no:cacheprovider $OP_TESTS -k "not ($ERROR_TESTS)"
+# The error-message tests apart: on the lent machine (its torch 2.11 wheel, g++ 13.3) any C++ exception
+# raised by an extension op, even a minimal load_inline op's TORCH_CHECK, kills the process with a
+# segfault, which would hide every result after it. With our pinned torch they raise as tested.
+step tests_errors 120 "$PY" -m pytest -q -p no:cacheprovider $OP_TESTS -k "$ERROR_TESTS"
 step ops_cuda 120 "$PY" tools/benchmark.py --task ops --device cuda --json "$OUT/ops_cuda.json"
 R50=configs/retinanet_R50_FPN_1x.py
 for b in 8 16; do
