@@ -28,7 +28,7 @@ demo: $(VENV)/.ext-stamp
 	$(PY) tools/train_net.py --config configs/quickstart.py
 
 test: $(VENV)/.ext-stamp
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q --durations=15 tests
 
 install: $(VENV)/.ext-stamp
 

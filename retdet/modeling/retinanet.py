@@ -24,6 +24,24 @@ def _part(value: Union[Mapping, Any], registry: Registry, where: str, **extra: A
     return value
 
 
+COMPILE_KEYS = ("mode", "dynamic", "fullgraph", "backend", "options")
+
+
+def compile_options(value: Union[bool, Mapping[str, Any], None]) -> Optional[Dict[str, Any]]:
+    """``model.compile``: False/None -> None (eager); True -> {} (torch.compile's defaults); a dict
+    -> torch.compile's keyword arguments (mode, dynamic, fullgraph, backend, options)."""
+    if value is None or value is False:
+        return None
+    if value is True:
+        return {}
+    if isinstance(value, Mapping):
+        unknown = sorted(set(value) - set(COMPILE_KEYS))
+        if unknown:
+            raise ValueError(f"model.compile: unknown key(s) {unknown}; torch.compile takes {list(COMPILE_KEYS)}")
+        return dict(value)
+    raise ValueError(f"model.compile must be True, False or a dict of torch.compile arguments, got {value!r}")
+
+
 def permute_to_N_HWA_K(tensor: Tensor, k: int) -> Tensor:
     """(N, A*K, H, W) -> (N, H*W*A, K), the anchors' order (location-major, then anchor)."""
     n, _, h, w = tensor.shape
@@ -64,6 +82,7 @@ class RetinaNet(nn.Module):
         size_divisibility: int = 128,
         ignore_ioa_threshold: float = 0.5,
         channels_last: bool = False,
+        compile: Union[bool, Mapping[str, Any]] = False,
     ) -> None:
         super().__init__()
         self.backbone = _part(backbone, BACKBONES, "model.backbone")
@@ -90,6 +109,11 @@ class RetinaNet(nn.Module):
         self.channels_last = bool(channels_last)
         if self.channels_last:
             self.to(memory_format=torch.channels_last)
+        # torch.compile options for network() (None: eager). The compiled function is made on the first
+        # forward and is not part of the module's state: state dicts, checkpoints and copies (the EMA
+        # model) are those of the eager model; a copy compiles itself again when it first runs.
+        self.compile_options = compile_options(compile)
+        self._compiled_network: Optional[Any] = None
 
     # ---- network ---------------------------------------------------------------------------------
 
@@ -98,10 +122,30 @@ class RetinaNet(nn.Module):
         pyramid = self.neck(self.backbone(images))
         return [pyramid[name] for name in self.neck.out_features]
 
+    def network(self, images: Tensor) -> Tuple[List[Tensor], List[Tensor], List[Tensor]]:
+        """(N, 3, Hp, Wp) normalised batch -> (features, logits, deltas): the pyramid levels and the
+        head's per-level (N, A*K, H, W) and (N, A*4, H, W) outputs. The part ``model.compile`` compiles:
+        dense tensor work of fixed structure (matching, losses and post-processing stay eager)."""
+        features = self.features(images)
+        logits, deltas = self.head(features)
+        return features, logits, deltas
+
+    def _run_network(self, images: Tensor) -> Tuple[List[Tensor], List[Tensor], List[Tensor]]:
+        if self.compile_options is None:
+            return self.network(images)
+        if self._compiled_network is None:
+            self._compiled_network = torch.compile(self.network, **self.compile_options)
+        return self._compiled_network(images)
+
+    def __getstate__(self) -> Dict[str, Any]:
+        # copy.deepcopy and pickle: the compiled function is bound to this instance; a copy makes its own.
+        state = self.__dict__.copy()
+        state["_compiled_network"] = None
+        return state
+
     def forward(self, samples: Sequence[ImageSample]) -> Union[Dict[str, Tensor], List[Detections]]:
         batch = self.preprocess([s.image for s in samples])
-        features = self.features(batch.tensor)
-        logits, deltas = self.head(features)
+        features, logits, deltas = self._run_network(batch.tensor)
         anchors = self.anchor_generator(features)
         logits = [permute_to_N_HWA_K(x, self.num_classes) for x in logits]
         deltas = [permute_to_N_HWA_K(x, 4) for x in deltas]

@@ -29,4 +29,7 @@ model = dict(
     # their anchors at any size (padding to 128 would add up to 18% pixels at 800x1216).
     size_divisibility=32,
     channels_last=True,  # NHWC: faster convolutions on CPU (oneDNN) and on GPU with AMP
+    # True (or a dict of torch.compile arguments): backbone, FPN and head run under torch.compile,
+    # for training and inference alike; compiled on the first forward (see RetinaNet.network).
+    compile=False,
 )
