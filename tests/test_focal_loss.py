@@ -252,6 +252,19 @@ def test_confident_logits_give_no_subnormal_results(device, dtype):
     assert count_subnormal(exact_focal_loss(x.detach().cpu().float(), labels.cpu(), 0.25, 2.0)) > 1000
 
 
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_a_sum_beyond_the_dtype_range_is_inf(device, dtype):
+    """A diverging model's logits (half the dtype's largest value) make a loss sum no float holds:
+    inf, as torch's sum gives, so that the trainer's non-finite loss check reports it."""
+    big = torch.finfo(dtype).max / 2
+    x = torch.full((4, 3), -big, dtype=dtype, device=device)
+    targets = torch.ones(4, 3, dtype=dtype, device=device)  # every one confidently wrong: 0.25 * big each
+    total = sigmoid_focal_loss(x, targets, 0.25, 2.0, "sum")
+    assert total.dtype == dtype and torch.isinf(total) and total > 0
+    assert torch.isfinite(sigmoid_focal_loss(x, targets, 0.25, 2.0, "none")).all()
+
+
 def test_bad_inputs_are_clear_errors():
     x = torch.randn(4, 3)
     with pytest.raises(RuntimeError, match=r"class index 7 at row 1 is outside \[-1, 3\]"):

@@ -11,6 +11,7 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include <cmath>
 #include <cstdlib>
 #include <limits>
 #include <tuple>
@@ -268,7 +269,10 @@ std::tuple<at::Tensor, at::Tensor> focal_cpu(const at::Tensor& logits_in, const 
     const double total = N * K > 0 ? run_pass(a, N) : 0.0;
     if (a.sum_loss) {
       const double value = reduction == kMean ? total / static_cast<double>(N * K) : total;  // 0/0: NaN, as torch.mean
-      loss = at::scalar_tensor(value, logits.options());
+      // A sum beyond the dtype's range is inf, as torch's own sum gives (a diverging run's loss must
+      // reach the non-finite loss check, not fail at this conversion).
+      const double limit = static_cast<double>(std::numeric_limits<scalar_t>::max());
+      loss = at::scalar_tensor(std::abs(value) > limit ? std::copysign(INFINITY, value) : value, logits.options());
     }
   });
   return {loss, grad};
