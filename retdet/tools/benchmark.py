@@ -75,17 +75,15 @@ def run_model(args) -> list:
     batch = args.batch_size or (2 if train else 1)
     kwargs = dict(device=torch.device(args.device), batch_size=batch, height=h, width=w, iters=args.iters or 10,
                   warmup=args.warmup, amp=args.amp, compare=args.compare == "torchvision")
-    if train:
-        rows = train_benchmark(cfg.model, fresh_steps=args.fresh_steps, **kwargs)
-    else:
-        rows = inference_benchmark(cfg.model, **kwargs)
-    if train:
-        try:
-            r = data_throughput(cfg, iters=30, warmup=3)
-            rows.insert(3, {"name": f"data time per batch ({r['name']}, batch {r['batch_size']})",
-                            "ours": r["ms_per_batch"], "ref": None, "unit": "ms", "speedup": None})
-        except (FileNotFoundError, KeyError, OSError) as e:
-            print(f"data time not measured: the config's training data is not available here ({e})")
+    if not train:
+        return inference_benchmark(cfg.model, **kwargs)
+    rows = train_benchmark(cfg.model, fresh_steps=args.fresh_steps, **kwargs)
+    try:
+        r = data_throughput(cfg, iters=30, warmup=3)
+        rows.insert(3, {"name": f"data time per batch ({r['name']}, batch {r['batch_size']})",
+                        "ours": r["ms_per_batch"], "ref": None, "unit": "ms", "speedup": None})
+    except (FileNotFoundError, KeyError, OSError) as e:
+        print(f"data time not measured: the config's training data is not available here ({e})")
     return rows
 
 
