@@ -26,6 +26,7 @@ from retdet import ops
 from retdet.data.build import build_transforms
 from retdet.engine.predictor import test_resize
 from retdet.modeling import permute_to_N_HWA_K
+from retdet.modeling.postprocess import nonempty
 
 FORMATS = ("torchscript", "onnx")
 
@@ -46,6 +47,7 @@ class ExportableRetinaNet(nn.Module):
         post = model.postprocess
         self.score_threshold, self.topk = float(post.score_threshold), int(post.topk_per_level)
         self.nms_threshold, self.max_detections = float(post.nms_threshold), int(post.max_detections)
+        self.clip_before_nms, self.drop_empty = getattr(post, "clip_before_nms", True), getattr(post, "drop_empty", None)
 
     def forward(self, image: Tensor, image_size: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
         model = self.model
@@ -69,19 +71,29 @@ class ExportableRetinaNet(nn.Module):
             candidates = candidates[order]
             anchor_idx = torch.div(candidates, k, rounding_mode="floor")
             boxes = model.box_coder.decode(permute_to_N_HWA_K(dl, 4)[0][anchor_idx].float(), anchors[anchor_idx])
-            boxes_all.append(torch.min(boxes.clamp(min=0), bounds))
+            boxes_all.append(torch.min(boxes.clamp(min=0), bounds) if self.clip_before_nms else boxes)
             scores_all.append(scores)
             labels_all.append(candidates % k)
         boxes, scores, labels = torch.cat(boxes_all), torch.cat(scores_all), torch.cat(labels_all)
+        if self.drop_empty == "before_nms":
+            keep = nonempty(boxes)
+            boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
         if self.nms == "retdet":
             keep = ops.batched_nms(boxes, scores, labels, self.nms_threshold)
         else:
             import torchvision
 
-            offsets = labels.to(boxes.dtype)[:, None] * (bounds.max() + 1)
+            # Classes shifted apart by more than the boxes' extent (unclipped boxes may be negative).
+            offsets = labels.to(boxes.dtype)[:, None] * (boxes.max() - boxes.min() + 1)
             keep = torchvision.ops.nms(boxes + offsets, scores, self.nms_threshold)
         keep = keep[: self.max_detections]
-        return boxes[keep], scores[keep], labels[keep]
+        boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
+        if not self.clip_before_nms:  # Detectron2's order: NMS first, then clip (here in input pixels)
+            boxes = torch.min(boxes.clamp(min=0), bounds)
+        if self.drop_empty == "after_nms":
+            keep = nonempty(boxes)
+            boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
+        return boxes, scores, labels
 
 
 def prepare_input(image: np.ndarray, cfg: Mapping, *, input_format: str = "BGR") -> Tuple[Tensor, Tensor, Tensor]:

@@ -18,17 +18,20 @@ class DeltaXYWHBoxCoder:
 
     encode(anchors, boxes): dx = wx (bx - ax) / aw, dy = wy (by - ay) / ah, dw = ww log(bw / aw),
     dh = wh log(bh / ah), from centres (x, y) and sizes (w, h). decode inverts it, clamping dw and dh
-    at ``scale_clamp`` so exp() cannot overflow.
+    at ``scale_clamp`` so exp() cannot overflow (and at ``-scale_clamp`` too with ``clamp_both``,
+    as MMDetection's coder does; Detectron2 and torchvision clamp from above only).
 
     Both work in float32 whatever the input dtype: under autocast, half precision would put
     boxes of a large image several pixels off.
     """
 
-    def __init__(self, *, weights: Sequence[float] = (1.0, 1.0, 1.0, 1.0), scale_clamp: float = _DEFAULT_SCALE_CLAMP):
+    def __init__(self, *, weights: Sequence[float] = (1.0, 1.0, 1.0, 1.0), scale_clamp: float = _DEFAULT_SCALE_CLAMP,
+                 clamp_both: bool = False):
         if len(weights) != 4:
             raise ValueError(f"box coder weights must be 4 numbers, got {weights}")
         self.weights = tuple(float(w) for w in weights)
         self.scale_clamp = float(scale_clamp)
+        self.clamp_both = bool(clamp_both)
 
     def encode(self, anchors: Tensor, boxes: Tensor) -> Tensor:
         """(R, 4) anchors, (R, 4) boxes -> (R, 4) deltas."""
@@ -50,8 +53,9 @@ class DeltaXYWHBoxCoder:
             ax, ay = anchors[:, 0] + 0.5 * aw, anchors[:, 1] + 0.5 * ah
             wx, wy, ww, wh = self.weights
             dx, dy = deltas[:, 0] / wx, deltas[:, 1] / wy
-            dw = torch.clamp(deltas[:, 2] / ww, max=self.scale_clamp)
-            dh = torch.clamp(deltas[:, 3] / wh, max=self.scale_clamp)
+            low = -self.scale_clamp if self.clamp_both else None
+            dw = torch.clamp(deltas[:, 2] / ww, min=low, max=self.scale_clamp)
+            dh = torch.clamp(deltas[:, 3] / wh, min=low, max=self.scale_clamp)
             cx, cy = dx * aw + ax, dy * ah + ay
             half_w, half_h = 0.5 * (torch.exp(dw) * aw), 0.5 * (torch.exp(dh) * ah)
             return torch.stack([cx - half_w, cy - half_h, cx + half_w, cy + half_h], dim=1)

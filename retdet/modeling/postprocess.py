@@ -12,6 +12,8 @@ from retdet.structures import Detections
 
 from .box_coder import DeltaXYWHBoxCoder
 
+DROP_EMPTY = (None, "before_nms", "after_nms")
+
 
 @POSTPROCESSORS.register()
 class RetinaNetPostProcess:
@@ -22,6 +24,12 @@ class RetinaNetPostProcess:
         topk_per_level: at most this many candidates per level (by score) before NMS.
         nms_threshold: class-wise NMS IoU threshold.
         max_detections: detections kept per image.
+        clip_before_nms: clip decoded boxes to the input image before NMS (torchvision,
+            MMDetection). False is Detectron2's order: NMS on the unclipped boxes, which are clipped
+            to the original image after rescaling.
+        drop_empty: remove boxes of zero width or height: None (never), "before_nms" (MMDetection
+            3.x, after clipping) or "after_nms" (Detectron2, after the final clip, so an image may
+            keep fewer than max_detections).
         box_coder: decodes deltas against anchors (given by the detector).
 
     All of it runs in float32 with autocast off: scores near the threshold and large box
@@ -35,10 +43,15 @@ class RetinaNetPostProcess:
         topk_per_level: int = 1000,
         nms_threshold: float = 0.5,
         max_detections: int = 100,
+        clip_before_nms: bool = True,
+        drop_empty: Optional[str] = None,
         box_coder: Optional[DeltaXYWHBoxCoder] = None,
     ) -> None:
+        if drop_empty not in DROP_EMPTY:
+            raise ValueError(f"model.postprocess.drop_empty must be one of {DROP_EMPTY}, got {drop_empty!r}")
         self.score_threshold, self.topk_per_level = score_threshold, topk_per_level
         self.nms_threshold, self.max_detections = nms_threshold, max_detections
+        self.clip_before_nms, self.drop_empty = bool(clip_before_nms), drop_empty
         self.box_coder = box_coder or DeltaXYWHBoxCoder()
 
     def __call__(
@@ -63,6 +76,11 @@ class RetinaNetPostProcess:
                     image_size,
                 )
                 dets.boxes = rescale_boxes(dets.boxes, image_size, original_size)
+                if not self.clip_before_nms:
+                    dets.boxes = clip_boxes(dets.boxes, original_size)
+                if self.drop_empty == "after_nms":
+                    keep = nonempty(dets.boxes)
+                    dets.boxes, dets.scores, dets.labels = dets.boxes[keep], dets.scores[keep], dets.labels[keep]
                 dets.image_id = image_ids[i] if i < len(image_ids) else None
                 results.append(dets)
         return results
@@ -80,12 +98,20 @@ class RetinaNetPostProcess:
             candidates = candidates[order]
             anchor_idx = torch.div(candidates, num_classes, rounding_mode="floor")
             boxes = self.box_coder.decode(deltas_l[anchor_idx], anchors_l[anchor_idx])
-            boxes_all.append(clip_boxes(boxes, image_size))
+            boxes_all.append(clip_boxes(boxes, image_size) if self.clip_before_nms else boxes)
             scores_all.append(scores)
             labels_all.append(candidates % num_classes)
         boxes, scores, labels = torch.cat(boxes_all), torch.cat(scores_all), torch.cat(labels_all)
+        if self.drop_empty == "before_nms":
+            keep = nonempty(boxes)
+            boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
         keep = ops.batched_nms(boxes, scores, labels, self.nms_threshold)[: self.max_detections]
         return Detections(boxes=boxes[keep], scores=scores[keep], labels=labels[keep])
+
+
+def nonempty(boxes: Tensor) -> Tensor:
+    """(R,) bool: width > 0 and height > 0 for (R, 4) xyxy boxes."""
+    return (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
 
 
 def clip_boxes(boxes: Tensor, image_size: Tuple[int, int]) -> Tensor:

@@ -36,6 +36,9 @@ class ResNet(Backbone):
         out_features: which of res2..res5 to return.
         width: channels of the stem and of res2's blocks (64 in every published ResNet); stage i has
             width * 2**i (times 4 at a bottleneck's output).
+        stride_in_1x1: a bottleneck that downsamples does it in its first 1x1 convolution instead of
+            the 3x3 (the original MSRA/Caffe2 ResNet, and Detectron2's weights trained from it);
+            torchvision and MMDetection ("pytorch" style) use the 3x3. Same parameters, other outputs.
     """
 
     def __init__(
@@ -46,6 +49,7 @@ class ResNet(Backbone):
         freeze_at: int = 2,
         out_features: Sequence[str] = ("res3", "res4", "res5"),
         width: int = 64,
+        stride_in_1x1: bool = False,
     ) -> None:
         super().__init__()
         if depth not in _BLOCKS:
@@ -68,10 +72,13 @@ class ResNet(Backbone):
         channels = width
         for i, n in enumerate(counts):
             stage = _make_stage(block, channels, width * 2**i, n, 1 if i == 0 else 2, norm_layer)
+            if stride_in_1x1 and block is Bottleneck:
+                first = stage[0]
+                first.conv1.stride, first.conv2.stride = first.conv2.stride, (1, 1)
             setattr(self, f"layer{i + 1}", stage)
             channels = width * 2**i * block.expansion
         _init_like_torchvision(self)
-        self.depth, self.freeze_at, self.width = depth, freeze_at, width
+        self.depth, self.freeze_at, self.width, self.stride_in_1x1 = depth, freeze_at, width, stride_in_1x1
         self.out_features: List[str] = list(out_features)
         self._shapes: Dict[str, ShapeSpec] = {
             f"res{i + 2}": ShapeSpec(channels=width * 2**i * block.expansion, stride=4 * 2**i) for i in range(4)

@@ -35,6 +35,8 @@ class FPN(nn.Module):
         top_block: "p6p7_from_c5" (P6 = conv(C5), Detectron2/MMDetection and torchvision v2),
             "p6p7_from_p5" (P6 = conv(P5), torchvision v1), or None (no P6/P7).
         norm: None, "GN", "BN", ... on the lateral and output convs.
+        relu_before_p7: P7 = conv(relu(P6)) (the paper, Detectron2, torchvision); False gives
+            P7 = conv(P6), MMDetection's RetinaNet (its relu_before_extra_convs=False).
 
     forward: {name: (N, C_i, H_i, W_i)} -> {"p3": (N, out, H/8, W/8), ..., "p7": (N, out, H/128, W/128)}.
     """
@@ -47,6 +49,7 @@ class FPN(nn.Module):
         out_channels: int = 256,
         top_block: Optional[str] = "p6p7_from_c5",
         norm: Optional[str] = None,
+        relu_before_p7: bool = True,
     ) -> None:
         super().__init__()
         if top_block not in TOP_BLOCKS:
@@ -57,6 +60,7 @@ class FPN(nn.Module):
         self.in_features = list(in_features)
         self.out_channels = out_channels
         self.top_block = top_block
+        self.relu_before_p7 = relu_before_p7
         self.lateral_convs = nn.ModuleList(_conv(input_shape[f].channels, out_channels, 1, 1, norm) for f in in_features)
         self.output_convs = nn.ModuleList(_conv(out_channels, out_channels, 3, 1, norm) for _ in in_features)
         strides = [input_shape[f].stride for f in in_features]
@@ -85,5 +89,5 @@ class FPN(nn.Module):
             results.insert(0, self.output_convs[i](last_inner))
         if self.top_block is not None:
             p6 = self.p6(inputs[-1] if self.top_block == "p6p7_from_c5" else results[-1])
-            results.extend([p6, self.p7(F.relu(p6))])
+            results.extend([p6, self.p7(F.relu(p6) if self.relu_before_p7 else p6)])
         return dict(zip(self.out_features, results))
