@@ -74,6 +74,9 @@ setup(
     package_data={name: ["*.py"] for name in CONFIGS},
     entry_points={"console_scripts": [f"{cmd} = retdet.tools.{module}:main" for cmd, module in COMMANDS.items()]},
     python_requires=">=3.9",
+    # Optional: a faster COCO evaluator (dataloader.evaluator.backend="faster_coco_eval") and Slurm
+    # submission (tools/train_net.py --slurm). The tests install both (requirements-test.txt).
+    extras_require={"fast-eval": ["faster-coco-eval==1.8.0"], "slurm": ["submitit==1.5.4"]},
     ext_modules=[extension()],
     cmdclass={"build_ext": BuildExtension},
     zip_safe=False,

@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 import torch
 import torchvision
 
@@ -47,6 +48,15 @@ def test_benchmark_data_json(tmp_path):
              "--json", str(path), "dataloader.train.num_workers=0")
     (r,) = check_report(path, "data").values()
     assert r["unit"] == "images/s" and r["ours"] > 0 and r["ref"] is None and r["speedup"] is None
+
+
+def test_benchmark_eval_backends_json(tmp_path):
+    pytest.importorskip("faster_coco_eval")
+    path = tmp_path / "eval.json"
+    stdout = run_tool("tools/benchmark.py", "--task", "eval", "--images", "40", "--iters", "1", "--json", str(path))
+    assert "pycocotools" in stdout
+    (r,) = check_report(path, "eval").values()
+    assert r["unit"] == "s" and r["ours"] > 0 and r["ref"] > 0 and "max metric difference 0.0e+00" in r["name"]
 
 
 def test_benchmark_inference_and_train_against_torchvision(tmp_path):

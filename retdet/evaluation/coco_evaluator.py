@@ -1,4 +1,10 @@
-"""COCO box evaluation with pycocotools: AP/AR tables, per-class AP, a results json, and pictures."""
+"""COCO box evaluation: AP/AR tables, per-class AP, a results json, and pictures.
+
+The numbers come from pycocotools (the reference) or, with ``backend="faster_coco_eval"`` (an
+optional install: ``pip install retdet[fast-eval]``), from faster-coco-eval's C++ implementation of
+the same algorithm, which gives the same numbers (tests/test_evaluation_backends.py) in less time on
+large sets.
+"""
 from __future__ import annotations
 
 import contextlib
@@ -18,6 +24,7 @@ from retdet.utils.logger import format_table
 
 logger = logging.getLogger("retdet")
 
+BACKENDS = ("pycocotools", "faster_coco_eval")
 METRICS = ["AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl"]
 
 
@@ -30,14 +37,16 @@ class COCOEvaluator:
         output_dir: where coco_results.json and the plots go (None: nowhere).
         plots: write pr_curves.png and detections.png (rank 0).
         num_examples: images in the example grid.
+        backend: "pycocotools" or "faster_coco_eval" (same numbers, faster; an optional install).
 
     Each image is counted once even if several workers (or batches) report it. Numbers are
     percentages, as COCO reports them.
     """
 
     def __init__(self, *, dataset: DatasetInfo, output_dir: Optional[str] = None, plots: bool = True,
-                 num_examples: int = 8) -> None:
+                 num_examples: int = 8, backend: str = "pycocotools") -> None:
         self.dataset, self.output_dir, self.plots, self.num_examples = dataset, output_dir, plots, num_examples
+        self.backend = check_backend(backend)
         self.reset()
 
     def reset(self) -> None:
@@ -76,7 +85,8 @@ class COCOEvaluator:
             with open(os.path.join(self.output_dir, "coco_results.json"), "w") as f:
                 json.dump(results, f)
         metrics, per_class, coco_eval = evaluate_coco(self.dataset.json_file, results, sorted(image_ids),
-                                                      self.dataset.class_names, self.dataset.label_to_category_id)
+                                                      self.dataset.class_names, self.dataset.label_to_category_id,
+                                                      backend=self.backend)
         logger.info("Evaluation on %s (%d images):\n%s", self.dataset.name, len(image_ids),
                     format_table([[f"{metrics[m]:.2f}" for m in METRICS]], METRICS))
         logger.info("Per-class AP:\n%s", format_table(sorted(per_class.items()), ["class", "AP"], floatfmt=".2f"))
@@ -91,11 +101,35 @@ class COCOEvaluator:
         return {"bbox": metrics, "per_class": per_class}
 
 
-def evaluate_coco(json_file: str, results: List[Dict[str, Any]], image_ids: Sequence[int], class_names: Sequence[str],
-                  category_ids: Sequence[int]):
-    """(metrics, per-class AP, the COCOeval object or None) for ``results`` on ``image_ids``."""
+def check_backend(backend: str) -> str:
+    """``backend`` if it is known and importable, else a clear error saying what to do."""
+    if backend not in BACKENDS:
+        raise ValueError(f"dataloader.evaluator.backend must be one of {BACKENDS}, got {backend!r}")
+    if backend == "faster_coco_eval":
+        try:
+            import faster_coco_eval  # noqa: F401
+        except ImportError as e:
+            raise ImportError("dataloader.evaluator.backend='faster_coco_eval' needs the faster-coco-eval package: "
+                              "pip install 'retdet[fast-eval]' (or use backend='pycocotools')") from e
+    return backend
+
+
+def _coco_api(backend: str):
+    """(COCO, COCOeval) classes of ``backend``."""
+    if backend == "faster_coco_eval":
+        from faster_coco_eval import COCO, COCOeval_faster
+
+        return COCO, COCOeval_faster
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
+
+    return COCO, COCOeval
+
+
+def evaluate_coco(json_file: str, results: List[Dict[str, Any]], image_ids: Sequence[int], class_names: Sequence[str],
+                  category_ids: Sequence[int], *, backend: str = "pycocotools"):
+    """(metrics, per-class AP, the COCOeval object or None) for ``results`` on ``image_ids``."""
+    COCO, COCOeval = _coco_api(check_backend(backend))
 
     if not results:
         logger.warning("no detections at all: every metric is 0")
@@ -109,6 +143,7 @@ def evaluate_coco(json_file: str, results: List[Dict[str, Any]], image_ids: Sequ
         coco_eval.evaluate()
         coco_eval.accumulate()
         coco_eval.summarize()
+    # faster-coco-eval appends extra numbers (AR50, AR75, ...) after COCO's twelve: zip stops at twelve.
     metrics = {m: float(v) * 100 if v >= 0 else float("nan") for m, v in zip(METRICS, coco_eval.stats)}
     precision = coco_eval.eval["precision"]  # (IoU thresholds, recall points, classes, areas, max dets)
     per_class = {}

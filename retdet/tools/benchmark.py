@@ -4,6 +4,7 @@
     python tools/benchmark.py --config configs/retinanet_R50_FPN_1x.py --task train --compare torchvision
     python tools/benchmark.py --config configs/quickstart.py --task data
     python tools/benchmark.py --task ops
+    python tools/benchmark.py --task eval --images 5000     (faster-coco-eval vs pycocotools)
 
 inference: images/s, latency median and p90, a per-stage breakdown (preprocessing, backbone+FPN,
     head, post-processing) on random images of --input-size (default 800x1216) at --batch-size
@@ -65,6 +66,12 @@ def run_data(args) -> list:
              "ref": None, "unit": "images/s", "speedup": None}]
 
 
+def run_eval(args) -> list:
+    from retdet.benchmarks.evaluation import evaluation_benchmark
+
+    return evaluation_benchmark(num_images=args.images, runs=args.iters or 3)
+
+
 def run_model(args) -> list:
     from retdet.benchmarks.data import data_throughput
     from retdet.benchmarks.model import inference_benchmark, train_benchmark
@@ -89,11 +96,11 @@ def run_model(args) -> list:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--task", choices=["train", "inference", "data", "ops"], required=True)
+    parser.add_argument("--task", choices=["train", "inference", "data", "ops", "eval"], required=True)
     parser.add_argument("--config", "--config-file", default=None)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--iters", "--runs", type=int, default=None,
-                        help="timed iterations (train/inference 10, data 60 batches, ops 20 runs)")
+                        help="timed iterations (train/inference 10, data 60 batches, ops 20 runs, eval 3 runs)")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--input-size", type=parse_hw, default=None, help="HxW of the random input images")
@@ -101,6 +108,7 @@ def main() -> None:
     parser.add_argument("--compare", choices=["torchvision"], default=None)
     parser.add_argument("--fresh-steps", type=int, default=4,
                         help="train: also time this many steps of freshly initialised models at lr 0 (0: skip)")
+    parser.add_argument("--images", type=int, default=5000, help="eval: images of the synthetic evaluation")
     parser.add_argument("--cases", nargs="*", default=None, help="ops: only cases whose name contains one of these")
     parser.add_argument("--json", default=None, help="also write the results to this JSON file")
     parser.add_argument("opts", nargs="*", help="config overrides key.path=value")
@@ -109,10 +117,11 @@ def main() -> None:
         parser.error("--device cuda: CUDA is not available here")
     if args.compare and args.task not in ("train", "inference"):
         parser.error(f"--compare applies to --task train and inference, not {args.task}")
-    results = {"ops": run_ops, "data": run_data, "train": run_model, "inference": run_model}[args.task](args)
+    results = {"ops": run_ops, "data": run_data, "train": run_model, "inference": run_model,
+               "eval": run_eval}[args.task](args)
 
     threads = f"{torch.get_num_threads()} CPU threads" if args.device == "cpu" else torch.cuda.get_device_name()
-    ref_name = "torchvision" if args.task in ("ops",) or args.compare else "reference"
+    ref_name = {"ops": "torchvision", "eval": "pycocotools"}.get(args.task, "torchvision" if args.compare else "reference")
     print(f"\n{args.task} on {args.device} ({threads}){', AMP' if args.amp else ''}: medians")
     rows = [(r["name"], r["ours"], r["ref"], r["unit"], "" if r["speedup"] is None else f"{r['speedup']:.2f}x")
             for r in results]
