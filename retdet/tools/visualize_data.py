@@ -6,10 +6,11 @@ import argparse
 import os
 
 import cv2
+import numpy as np
 
 from retdet.config import load_config
 from retdet.data import build_train_loader, register_from_config
-from retdet.utils.visualize import draw_boxes, image_grid
+from retdet.utils.visualize import draw_boxes, fit_to_cell, image_grid
 
 
 def main(argv=None) -> None:
@@ -39,9 +40,13 @@ def main(argv=None) -> None:
         image = s.image.permute(1, 2, 0).numpy()
         if fmt == "RGB":
             image = image[:, :, ::-1]
-        out = draw_boxes(image, s.gt_boxes.numpy(), s.gt_labels.tolist(), names, ignore_boxes=s.ignore_boxes.numpy())
+        gt, ignore = s.gt_boxes.numpy(), s.ignore_boxes.numpy()
+        out = draw_boxes(image, gt, s.gt_labels.tolist(), names, ignore_boxes=ignore)
         cv2.imwrite(os.path.join(args.output, f"sample_{i:03d}_img{s.image_id}.jpg"), out)
-        drawn.append(out)
+        # The grid's tiles are drawn at their shown size, so their labels stay readable.
+        tile, tile_boxes = fit_to_cell(image, np.concatenate([gt.reshape(-1, 4), ignore.reshape(-1, 4)]))
+        drawn.append(draw_boxes(tile, tile_boxes[: len(gt)], s.gt_labels.tolist(), names,
+                                ignore_boxes=tile_boxes[len(gt):]))
     cv2.imwrite(os.path.join(args.output, "grid.jpg"), image_grid(drawn))
     print(f"wrote {len(drawn)} samples and grid.jpg to {args.output}")
 
