@@ -116,8 +116,13 @@ def test_analyze_model_tables_match_fvcore():
     assert f"{params / 1e6:.2f} M parameters" in out
 
 
-@pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
-def test_export_matches_eager(tmp_path, weights, images, fmt):
+# Detectron2's order (configs/compat/retinanet_R50_FPN_detectron2.py): NMS on unclipped boxes, then clip, drop empty.
+D2_POST = ["model.postprocess.clip_before_nms=False", "model.postprocess.drop_empty=after_nms"]
+
+
+@pytest.mark.parametrize("fmt, opts", [("torchscript", []), ("onnx", []), ("onnx", D2_POST)],
+                         ids=["torchscript", "onnx", "onnx-detectron2-postprocess"])
+def test_export_matches_eager(tmp_path, weights, images, fmt, opts):
     if fmt == "onnx":
         pytest.importorskip("onnxruntime", reason="the ONNX check needs onnxruntime (requirements-test.txt)")
     # Images of three sizes (so three padded input shapes): the graph is not tied to the traced one.
@@ -126,7 +131,7 @@ def test_export_matches_eager(tmp_path, weights, images, fmt):
     for name in ("img0.png", "img1.png", "img2.png"):
         (check / name).write_bytes((images / name).read_bytes())
     out = run("tools/export.py", "--config", CONFIG, "--weights", weights, "--format", fmt,
-              "--output", str(tmp_path / "out"), "--check-images", str(check))
+              "--output", str(tmp_path / "out"), "--check-images", str(check), *opts)
     assert "exported == eager on 3 images" in out
     detections = int(out.split("exported == eager on 3 images (")[1].split(" ")[0])
     assert detections > 10  # a comparison of empty outputs would prove nothing

@@ -13,7 +13,7 @@ from torch.utils.data import BatchSampler, DataLoader
 
 from retdet.registry import TRANSFORMS, build
 
-from .catalog import get_dataset, register_coco
+from .catalog import get_dataset, register_coco, register_voc, register_yolo
 from .dataset import DetectionDataset
 from .records import DatasetInfo
 from .samplers import GroupedBatchSampler, InferenceSampler, TrainingSampler
@@ -21,15 +21,38 @@ from .samplers import GroupedBatchSampler, InferenceSampler, TrainingSampler
 logger = logging.getLogger("retdet")
 
 
+# format -> (required keys, optional keys) of a dataloader.register entry
+REGISTER_KEYS = {"coco": ({"name", "json_file", "image_root"}, set()),
+                 "voc": ({"name", "root", "split"}, {"class_names"}),
+                 "yolo": ({"name", "root", "names"}, {"split"})}
+
+
 def register_from_config(entries: Sequence[Mapping]) -> None:
-    """``dataloader.register``: [dict(name=, json_file=, image_root=)] -> register_coco (idempotent)."""
+    """``dataloader.register``: [dict(name=, json_file=, image_root=)] (COCO), [dict(name=, format="voc",
+    root=, split=[, class_names=])] or [dict(name=, format="yolo", root=, names=[, split=])]
+    -> register_coco / register_voc / register_yolo (idempotent)."""
     from .catalog import _LOADERS
 
     for entry in entries or ():
-        missing = {"name", "json_file", "image_root"} - set(entry)
-        if missing:
-            raise KeyError(f"dataloader.register entry {dict(entry)} lacks {sorted(missing)}")
-        register_coco(entry["name"], entry["json_file"], entry["image_root"], overwrite=entry["name"] in _LOADERS)
+        entry = dict(entry)
+        fmt = entry.pop("format", "coco")
+        if fmt not in REGISTER_KEYS:
+            raise ValueError(f"dataloader.register entry {entry}: format must be one of {sorted(REGISTER_KEYS)}, "
+                             f"got {fmt!r}")
+        required, optional = REGISTER_KEYS[fmt]
+        missing, unknown = required - set(entry), set(entry) - required - optional
+        if missing or unknown:
+            raise KeyError(f"dataloader.register entry {entry} (format {fmt!r}): "
+                           + (f"lacks {sorted(missing)}" if missing else f"unknown key(s) {sorted(unknown)}")
+                           + f"; it takes {sorted(required)}" + (f" and optionally {sorted(optional)}" if optional else ""))
+        name = entry.pop("name")
+        overwrite = name in _LOADERS
+        if fmt == "coco":
+            register_coco(name, entry["json_file"], entry["image_root"], overwrite=overwrite)
+        elif fmt == "voc":
+            register_voc(name, entry["root"], entry["split"], class_names=entry.get("class_names"), overwrite=overwrite)
+        else:
+            register_yolo(name, entry["root"], entry["names"], entry.get("split"), overwrite=overwrite)
 
 
 def merge_datasets(names: Sequence[str], *, filter_empty: bool = False) -> DatasetInfo:
@@ -45,9 +68,11 @@ def merge_datasets(names: Sequence[str], *, filter_empty: bool = False) -> Datas
     records = [r for info in infos for r in info.records]
     if filter_empty:
         records = [r for r in records if len(r.boxes) > 0]
+    single = infos[0] if len(infos) == 1 else None  # several sets: no single ground truth to evaluate against
     return DatasetInfo(name="+".join(names), records=records, class_names=infos[0].class_names,
                        label_to_category_id=infos[0].label_to_category_id, json_file=infos[0].json_file,
-                       image_root=infos[0].image_root)
+                       image_root=infos[0].image_root, coco=single.coco if single else None,
+                       source_format=single.source_format if single else infos[0].source_format)
 
 
 def build_transforms(cfgs: Sequence[Mapping]) -> List[Any]:

@@ -43,7 +43,16 @@ def load_coco_json(json_file: str, image_root: str, *, name: str = "", hint: str
         raise FileNotFoundError(f"dataset {name!r}: image folder not found: {os.path.abspath(image_root)}. "
                                 + (hint or "Check the image_root given to register_coco."))
     check = _Checker(json_file)
-    data = check.read_json()
+    return load_coco_dict(check.read_json(), image_root, name=name, source=json_file, json_file=json_file)
+
+
+def load_coco_dict(data: Mapping[str, Any], image_root: str, *, name: str = "", source: str = "",
+                   json_file: str = "", source_format: str = "coco") -> DatasetInfo:
+    """Records from COCO-format ``data`` already in memory (e.g. a VOC or YOLO dataset converted by
+    retdet.data.voc / retdet.data.yolo), with the same checks as a json file; ``source`` names it in
+    errors. Without a ``json_file``, the returned DatasetInfo keeps ``data`` as its ground truth
+    for the evaluator."""
+    check = _Checker(source or json_file or name)
     categories = check.categories(data)
     images = check.images(data)
     cat_ids = sorted(categories)
@@ -87,9 +96,10 @@ def load_coco_json(json_file: str, image_root: str, *, name: str = "", hint: str
                        name, stats.get("clipped_boxes", 0), stats.get("dropped_degenerate_boxes", 0))
     if stats.get("annotations_without_image"):
         logger.warning("dataset %s (%s): skipped %d annotations whose image_id names no image in the file", name,
-                       json_file, stats["annotations_without_image"])
+                       source, stats["annotations_without_image"])
     return DatasetInfo(name=name, records=records, class_names=[categories[c] for c in cat_ids],
-                       label_to_category_id=cat_ids, json_file=json_file, image_root=image_root, stats=dict(stats))
+                       label_to_category_id=cat_ids, json_file=json_file, image_root=image_root, stats=dict(stats),
+                       coco=None if json_file else data, source_format=source_format)
 
 
 class _Checker:

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, List
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 
@@ -34,6 +34,9 @@ class DatasetInfo:
     """A loaded dataset: its records, class names (by contiguous label), and the id maps.
 
     ``stats`` counts what loading cleaned up (e.g. "dropped_degenerate_boxes", "clipped_boxes").
+    The evaluator's ground truth is ``json_file``, or for datasets converted in memory (VOC, YOLO)
+    ``coco``, the COCO-format dict; ``source_format`` says what the labels were ("coco", "voc",
+    "yolo"; VOC adds its own mAP to the evaluation).
     """
 
     name: str
@@ -43,6 +46,8 @@ class DatasetInfo:
     json_file: str = ""
     image_root: str = ""
     stats: Dict[str, int] = field(default_factory=dict)
+    coco: Optional[Dict[str, Any]] = None
+    source_format: str = "coco"
 
     @property
     def category_id_to_label(self) -> Dict[int, int]:

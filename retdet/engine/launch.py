@@ -46,6 +46,7 @@ def launch(main: Callable[..., Any], num_processes: int, *, num_machines: int = 
     ``SystemExit(code)`` becomes this process's exit status.
     """
     if launched_by_torchrun():
+        _share_cpu_threads(int(os.environ.get("LOCAL_WORLD_SIZE", 1)))
         _init(dist_url="env://", world_size=int(os.environ["WORLD_SIZE"]), rank=int(os.environ["RANK"]),
               local_rank=int(os.environ["LOCAL_RANK"]), timeout_minutes=timeout_minutes)
         try:
@@ -84,12 +85,16 @@ def _init(*, dist_url: str, world_size: int, rank: int, local_rank: int, timeout
     dist.barrier()
 
 
+def _share_cpu_threads(per_machine: int) -> None:
+    """CPU workers share the machine's cores: each taking all of them (torch's default) makes the
+    workers' thread pools fight over them, several times slower than splitting them."""
+    if not torch.cuda.is_available() and "OMP_NUM_THREADS" not in os.environ:
+        torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) // max(per_machine, 1)))
+
+
 def _worker(local_rank: int, main, world_size: int, per_machine: int, machine_rank: int, dist_url: str, args,
             timeout_minutes: int) -> None:
-    if not torch.cuda.is_available() and "OMP_NUM_THREADS" not in os.environ:
-        # CPU workers share the machine's cores: each taking all of them (torch's default) makes the
-        # workers' thread pools fight over them, several times slower than splitting them.
-        torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) // per_machine))
+    _share_cpu_threads(per_machine)
     _init(dist_url=dist_url, world_size=world_size, rank=machine_rank * per_machine + local_rank,
           local_rank=local_rank, timeout_minutes=timeout_minutes)
     try:

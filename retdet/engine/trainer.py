@@ -332,7 +332,8 @@ class Trainer:
                            amp_dtype=self.amp_dtype)
         if comm.is_main_process() and results:
             ap = results["bbox"]["AP"]
-            self.metrics.write(self.iter, {f"bbox/{k}": v for k, v in results["bbox"].items()})
+            self.metrics.write(self.iter, {f"{group}/{k}": v for group in ("bbox", "voc")
+                                           for k, v in results.get(group, {}).items()})
             if ap > self.best_ap:
                 self.best_ap = ap
                 self.checkpointer.save("model_best", iteration=self.iter, best_ap=ap)

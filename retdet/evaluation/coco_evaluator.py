@@ -8,11 +8,12 @@ large sets.
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 import json
 import logging
 import os
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 
@@ -84,11 +85,23 @@ class COCOEvaluator:
             os.makedirs(self.output_dir, exist_ok=True)
             with open(os.path.join(self.output_dir, "coco_results.json"), "w") as f:
                 json.dump(results, f)
-        metrics, per_class, coco_eval = evaluate_coco(self.dataset.json_file, results, sorted(image_ids),
+        ground_truth = self.dataset.coco if self.dataset.coco is not None else self.dataset.json_file
+        metrics, per_class, coco_eval = evaluate_coco(ground_truth, results, sorted(image_ids),
                                                       self.dataset.class_names, self.dataset.label_to_category_id,
                                                       backend=self.backend)
         logger.info("Evaluation on %s (%d images):\n%s", self.dataset.name, len(image_ids),
                     format_table([[f"{metrics[m]:.2f}" for m in METRICS]], METRICS))
+        output: Dict[str, Any] = {"bbox": metrics, "per_class": per_class}
+        if self.dataset.source_format == "voc" and self.dataset.coco is not None:
+            from .voc_metric import voc_detection_map
+
+            voc = voc_detection_map(self.dataset.coco, results, sorted(image_ids))
+            output["voc"] = {k: voc[k] for k in ("mAP50_voc07", "mAP50_area")}
+            logger.info("Pascal VOC mAP@0.5 (difficult objects ignored): 11-point (VOC07) %.2f, area %.2f\n%s",
+                        voc["mAP50_voc07"], voc["mAP50_area"],
+                        format_table(sorted((self.dataset.class_names[self.dataset.label_to_category_id.index(c)],
+                                             a, b) for c, (a, b) in voc["per_class"].items()),
+                                     ["class", "AP50 (11-point)", "AP50 (area)"], floatfmt=".2f"))
         logger.info("Per-class AP:\n%s", format_table(sorted(per_class.items()), ["class", "AP"], floatfmt=".2f"))
         if self.plots and self.output_dir and coco_eval is not None:
             from .plots import plot_examples, plot_pr_curves
@@ -98,7 +111,7 @@ class COCOEvaluator:
                      plot_examples(self._examples, self.dataset.class_names,
                                    os.path.join(self.output_dir, "detections.png"))]
             logger.info("Plots: %s", ", ".join(paths))
-        return {"bbox": metrics, "per_class": per_class}
+        return output
 
 
 def check_backend(backend: str) -> str:
@@ -126,16 +139,22 @@ def _coco_api(backend: str):
     return COCO, COCOeval
 
 
-def evaluate_coco(json_file: str, results: List[Dict[str, Any]], image_ids: Sequence[int], class_names: Sequence[str],
-                  category_ids: Sequence[int], *, backend: str = "pycocotools"):
-    """(metrics, per-class AP, the COCOeval object or None) for ``results`` on ``image_ids``."""
+def evaluate_coco(ground_truth: Union[str, Dict[str, Any]], results: List[Dict[str, Any]], image_ids: Sequence[int],
+                  class_names: Sequence[str], category_ids: Sequence[int], *, backend: str = "pycocotools"):
+    """(metrics, per-class AP, the COCOeval object or None) for ``results`` on ``image_ids``, against
+    ``ground_truth``: a COCO json file, or the same content as a dict (datasets converted in memory)."""
     COCO, COCOeval = _coco_api(check_backend(backend))
 
     if not results:
         logger.warning("no detections at all: every metric is 0")
         return {m: 0.0 for m in METRICS}, {n: 0.0 for n in class_names}, None
     with contextlib.redirect_stdout(io.StringIO()):
-        gt = COCO(json_file)
+        if isinstance(ground_truth, dict):
+            gt = COCO()
+            gt.dataset = copy.deepcopy(ground_truth)  # fill_eval_defaults must not change the dataset's own
+            gt.createIndex()
+        else:
+            gt = COCO(ground_truth)
         fill_eval_defaults(gt)
         dt = gt.loadRes(results)
         coco_eval = COCOeval(gt, dt, "bbox")

@@ -13,10 +13,15 @@ is skipped (with a warning) for the newest intact one on --resume and --eval-onl
 
 Multi-machine: the same command on every machine with --num-machines M --machine-rank R
 --dist-url tcp://MACHINE0:PORT. Under torchrun, the process group comes from torchrun's environment.
+
+Slurm (submitit, `pip install 'retdet[slurm]'`): --slurm PARTITION [--nodes N --gpus-per-node G
+--timeout MIN] submits the same command as a job of N x G tasks; a preempted or timed-out job
+saves a checkpoint and is requeued with --resume (retdet/engine/slurm.py).
 """
 import argparse
 import logging
 import os
+import sys
 
 from retdet.config import import_user_modules, load_config, save_config
 from retdet.checkpoint import CorruptCheckpointError
@@ -43,6 +48,17 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--output-dir", default=None, help="default: the config's train.output_dir")
     parser.add_argument("--import", dest="imports", action="append", default=[],
                         help="your module (name or .py path) that registers components; repeatable")
+    slurm = parser.add_argument_group("Slurm (submitit)")
+    slurm.add_argument("--slurm", metavar="PARTITION", default=None, help="submit this run to Slurm instead of running it")
+    slurm.add_argument("--nodes", type=int, default=1)
+    slurm.add_argument("--gpus-per-node", type=int, default=8, help="GPUs and tasks per node (0: a CPU partition)")
+    slurm.add_argument("--tasks-per-node", type=int, default=None, help="default: --gpus-per-node (at least 1)")
+    slurm.add_argument("--cpus-per-task", type=int, default=8)
+    slurm.add_argument("--timeout", type=int, default=4320, help="time limit in minutes (requeued when reached)")
+    slurm.add_argument("--slurm-folder", default=None, help="submitit's logs (default: OUTPUT_DIR/slurm)")
+    slurm.add_argument("--slurm-cluster", default=None, choices=["slurm", "local", "debug"],
+                       help="submitit's executor (default: slurm; local runs the job on this machine, for tests)")
+    slurm.add_argument("--slurm-wait", action="store_true", help="wait for the job and show its result")
     parser.add_argument("opts", nargs="*", help="config overrides key.path=value (+key.path=value adds a key)")
     return parser.parse_args(argv)
 
@@ -91,6 +107,11 @@ def worker(cfg, args) -> None:
 
 
 def main(argv=None) -> None:
+    run(argv)
+
+
+def run(argv=None):
+    """Run the command ``argv``; with --slurm, submit it and return the submitit job."""
     args = parse_args(argv)
     # Everything that can be wrong with the config fails here, before any worker or data starts.
     cfg = load_config(args.config, args.opts, extra_imports=args.imports)
@@ -98,9 +119,23 @@ def main(argv=None) -> None:
     if missing:
         raise KeyError(f"{args.config}: missing top-level config sections {missing}")
     logging.getLogger("retdet").setLevel(logging.INFO)
+    signals = list(cfg.train.get("preempt_signals", DEFAULT_SIGNALS))
+    signal_numbers(signals)  # an unknown name fails here, before any submission or worker
+    if args.slurm:
+        from retdet.engine.slurm import submit
+
+        job = submit(sys.argv[1:] if argv is None else argv, args, args.output_dir or cfg.train.output_dir)
+        if args.slurm_wait:
+            print(f"job {job.job_id}: {job.results()}")  # one result per task
+        return job
+    from retdet.engine.slurm import in_submitit_job, requeue_signal
+
+    if in_submitit_job() and signals and requeue_signal() not in signal_numbers(signals):
+        # submitit's "requeue me" signal (before the time limit) saves a checkpoint like a preemption
+        signals.append(requeue_signal())
+        cfg.train.preempt_signals = signals
     launch(worker, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
-           dist_url=args.dist_url, args=(cfg, args),
-           forward_signals=signal_numbers(cfg.train.get("preempt_signals", DEFAULT_SIGNALS)))
+           dist_url=args.dist_url, args=(cfg, args), forward_signals=signal_numbers(signals))
 
 
 if __name__ == "__main__":

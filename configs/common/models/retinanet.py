@@ -3,8 +3,9 @@
 model = dict(
     type="RetinaNet",
     backbone=dict(type="ResNet", depth=50, width=64, norm="FrozenBN", freeze_at=2,
-                  out_features=["res3", "res4", "res5"]),
-    neck=dict(type="FPN", in_features=["res3", "res4", "res5"], out_channels=256, top_block="p6p7_from_c5"),
+                  out_features=["res3", "res4", "res5"], stride_in_1x1=False),
+    neck=dict(type="FPN", in_features=["res3", "res4", "res5"], out_channels=256, top_block="p6p7_from_c5",
+              relu_before_p7=True),
     head=dict(type="RetinaNetHead", num_classes=80, num_convs=4, prior_prob=0.01, norm=None),
     anchor_generator=dict(
         type="AnchorGenerator",
@@ -15,12 +16,14 @@ model = dict(
         offset=0.0,
     ),
     matcher=dict(type="Matcher", thresholds=[0.4, 0.5], labels=[0, -1, 1], allow_low_quality_matches=True),
-    box_coder=dict(type="DeltaXYWHBoxCoder", weights=(1.0, 1.0, 1.0, 1.0), scale_clamp=4.135166556742356),
+    box_coder=dict(type="DeltaXYWHBoxCoder", weights=(1.0, 1.0, 1.0, 1.0), scale_clamp=4.135166556742356,
+                   clamp_both=False),
     cls_loss=dict(type="SigmoidFocalLoss", alpha=0.25, gamma=2.0),
     box_loss=dict(type="SmoothL1Loss", beta=0.1),
     loss_normalizer=dict(mode="ema", momentum=0.9, initial=100.0),
     postprocess=dict(
-        type="RetinaNetPostProcess", score_threshold=0.05, topk_per_level=1000, nms_threshold=0.5, max_detections=100
+        type="RetinaNetPostProcess", score_threshold=0.05, topk_per_level=1000, nms_threshold=0.5, max_detections=100,
+        clip_before_nms=True, drop_empty=None,  # Detectron2: False, "after_nms" (configs/compat/)
     ),
     pixel_mean=[103.53, 116.28, 123.675],
     pixel_std=[1.0, 1.0, 1.0],
