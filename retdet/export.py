@@ -84,7 +84,9 @@ class ExportableRetinaNet(nn.Module):
             import torchvision
 
             # Classes shifted apart by more than the boxes' extent (unclipped boxes may be negative).
-            offsets = labels.to(boxes.dtype)[:, None] * (boxes.max() - boxes.min() + 1)
+            # (bounds and 0 in the extent: no boxes at all must not fail, and clipped boxes lie in them)
+            extent = torch.cat([boxes.flatten(), bounds, bounds.new_zeros(1)])
+            offsets = labels.to(boxes.dtype)[:, None] * (extent.max() - extent.min() + 1)
             keep = torchvision.ops.nms(boxes + offsets, scores, self.nms_threshold)
         keep = keep[: self.max_detections]
         boxes, scores, labels = boxes[keep], scores[keep], labels[keep]

@@ -352,7 +352,8 @@ def test_caffe2_imagenet_resnet_converts_and_its_norms_are_exact_affines(tmp_pat
         ref = F.conv2d(x, blobs["res3_0_branch2a_w"], stride=2) * blobs["res3_0_branch2a_bn_s"].view(1, -1, 1, 1) \
             + blobs["res3_0_branch2a_bn_b"].view(1, -1, 1, 1)
     torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-5)
-    # Detectron2-named backbones (its torchvision conversions) load the same way.
+    # Detectron2-named backbones convert too (the names only: a torchvision-derived one has its stride in
+    # the 3x3 and needs model.backbone.stride_in_1x1=False).
     named, report = convert_detectron2_resnet({"stem.conv1.weight": blobs["conv1_w"],
                                                "res2.0.shortcut.norm.bias": torch.zeros(256)})
     assert set(named) == {"backbone.conv1.weight", "backbone.layer1.0.downsample.1.bias"}
@@ -365,8 +366,9 @@ class HistoryBuffer:  # stands for mmengine.logging.HistoryBuffer in a 3.x check
         self.data = np.arange(5)
 
 
-class ConfigDict(dict):  # stands for mmengine's ConfigDict in its meta
-    pass
+class ConfigDict:  # stands for a framework config object in its meta
+    def __init__(self, **items):
+        self.items = items
 
 
 def test_mmdet_checkpoint_with_framework_objects_loads_without_them(tmp_path, capsys, monkeypatch):
@@ -386,7 +388,7 @@ def test_mmdet_checkpoint_with_framework_objects_loads_without_them(tmp_path, ca
     convert_main(["--source", "mmdet-retinanet", "--input", str(tmp_path / "retina_mm.pth"),
                   "--output", str(tmp_path / "ours.pth"), "--quiet"])
     out = capsys.readouterr().out
-    assert "mmengine_fake_for_test.HistoryBuffer" in out and "matches" in out
+    assert "mmengine_fake_for_test.HistoryBuffer" in out and "numpy" in out and "matches" in out
     assert fake.__name__ not in sys.modules
     state = torch.load(tmp_path / "ours.pth", weights_only=True)["model"]
     assert torch.equal(state["neck.p7.weight"], source["neck.fpn_convs.4.conv.weight"])
@@ -401,6 +403,25 @@ def test_mmdet_checkpoint_with_framework_objects_loads_without_them(tmp_path, ca
     # ... which the matching config accepts.
     convert_main(["--source", "mmdet-retinanet", "--input", str(tmp_path / "voc.pth"),
                   "--output", str(tmp_path / "voc_ours.pth"), "--quiet", "model.head.num_classes=20"])
+
+
+@pytest.mark.parametrize("zip_format", [True, False], ids=["zip", "legacy"])
+def test_pth_with_code_runs_nothing(tmp_path, zip_format):
+    """A .pth whose pickle calls os.system is refused by torch's weights-only reader (it blocks
+    such modules even as stand-ins), in the zip and the legacy format, and nothing runs."""
+    import os
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, ("touch " + str(tmp_path / "ran"),))
+
+    torch.save({"meta": Payload(), "state_dict": mmdet_retinanet_state()}, tmp_path / "evil.pth",
+               _use_new_zipfile_serialization=zip_format)
+    with pytest.raises(ValueError, match=r"evil\.pth: not a readable torch checkpoint \(UnpicklingError: "
+                                         r".*GLOBAL posix\.system"):
+        convert_main(["--source", "mmdet-retinanet", "--input", str(tmp_path / "evil.pth"),
+                      "--output", str(tmp_path / "x.pth")])
+    assert not (tmp_path / "ran").exists() and not (tmp_path / "x.pth").exists()
 
 
 def test_missing_or_unreadable_inputs_are_clear_errors(tmp_path):

@@ -138,6 +138,25 @@ def test_export_matches_eager(tmp_path, weights, images, fmt, opts):
     assert os.path.exists(tmp_path / "out" / ("model.pt" if fmt == "torchscript" else "model.onnx"))
 
 
+def test_exported_graph_with_no_detections(weights):
+    """Nothing above the score threshold: empty outputs, not an error (the class offsets of the
+    ONNX-exportable NMS must not reduce over an empty tensor)."""
+    from retdet.config import load_config
+    from retdet.export import ExportableRetinaNet
+    from retdet.modeling import build_model
+
+    model = build_model(load_config(os.path.join(ROOT, CONFIG)).model)
+    model.load_state_dict(torch.load(weights, weights_only=True)["model"])
+    for post in ({}, {"clip_before_nms": False, "drop_empty": "after_nms"}):
+        for key, value in post.items():
+            setattr(model.postprocess, key, value)
+        graph = ExportableRetinaNet(model, nms="torchvision")
+        graph.score_threshold = 1.0
+        with torch.no_grad():
+            boxes, scores, labels = graph(torch.full((1, 3, 128, 128), 100.0), torch.tensor([120, 100]))
+        assert boxes.shape == (0, 4) and scores.shape == (0,) and labels.shape == (0,)
+
+
 def test_export_compare_catches_differences():
     from retdet.tools.export import compare
     from retdet.structures import Detections

@@ -120,12 +120,52 @@ def test_yolo_reads_normalised_boxes_and_names(yolo_root):
     ("0 0.5 0.5 0.1\n", r"a\.txt:1: expected 'class_id cx cy w h'"),
     ("0 50 25 20 20\n", r"a\.txt:1: cx = 50\.0 is outside 0\.\.1: YOLO coordinates are fractions .* \(100x50\)"),
     ("x 0.5 0.5 0.1 0.1\n", r"a\.txt:1: expected an integer class id"),
+    ("0 0.1 0.1 0.2 0.1 0.3 0.3 0.1 0.3\n", r"a\.txt:1: expected 'class_id cx cy w h' \(5 fields; segmentation"),
 ])
 def test_yolo_bad_lines_are_errors_naming_file_and_line(yolo_root, text, match):
     with open(os.path.join(yolo_root, "labels", "val", "a.txt"), "w") as f:
         f.write(text)
     with pytest.raises(DatasetFormatError, match=match):
         load_yolo(yolo_root, ["r", "p"], "val")
+
+
+def test_yolo_names_map_duplicate_stems_and_exif_rotation(yolo_root):
+    with open(os.path.join(yolo_root, "gaps.yaml"), "w") as f:
+        f.write("names:\n  0: a\n  2: b\n")
+    with pytest.raises(DatasetFormatError, match=r"gaps\.yaml: 'names' ids must be 0\.\.1 without gaps, got \[0, 2\]"):
+        read_names(os.path.join(yolo_root, "gaps.yaml"))
+    with open(os.path.join(yolo_root, "many.yaml"), "w") as f:
+        f.write("names:\n" + "".join(f"  {i}: c{i}\n" for i in range(12)))
+    assert read_names(os.path.join(yolo_root, "many.yaml"))[10] == "c10"  # numeric order, not "10" < "2"
+    # A photo stored 60x40 with EXIF orientation 6 (turn 90 degrees): OpenCV reads it 40 wide, 60 high.
+    from PIL import Image
+
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.new("RGB", (60, 40)).save(os.path.join(yolo_root, "images", "val", "d.jpg"), exif=exif)
+    assert cv2.imread(os.path.join(yolo_root, "images", "val", "d.jpg")).shape[:2] == (60, 40)
+    record = load_yolo(yolo_root, ["r", "p"], "val").records[3]
+    assert (record.width, record.height) == (40, 60)
+    cv2.imwrite(os.path.join(yolo_root, "images", "val", "d.png"), np.zeros((8, 8, 3), np.uint8))
+    with pytest.raises(DatasetFormatError, match=r"d\.jpg and d\.png would share the label file d\.txt"):
+        load_yolo(yolo_root, ["r", "p"], "val")
+
+
+def test_evaluating_merged_sets_without_one_ground_truth_is_a_clear_error(voc_root):
+    from retdet.data import merge_datasets
+
+    try:
+        register_voc("t_voc_a", voc_root, "test")
+        register_voc("t_voc_b", voc_root, "test")
+        merged = merge_datasets(["t_voc_a", "t_voc_b"])
+        evaluator = COCOEvaluator(dataset=merged, plots=False)
+        evaluator.process([ImageSample(image=torch.zeros(3, 4, 4), image_id=1)], [Detections()])
+        with pytest.raises(ValueError, match=r"no single ground truth .* one dataset at a time"):
+            evaluator.evaluate()
+    finally:
+        for name in ("t_voc_a", "t_voc_b"):
+            _LOADERS.pop(name, None)
+            _CACHE.pop(name, None)
 
 
 def test_yolo_label_without_image_and_missing_folders(yolo_root):
@@ -182,9 +222,10 @@ def test_evaluator_on_voc_gives_coco_and_voc_metrics(voc_root):
     evaluator = COCOEvaluator(dataset=info, plots=False)
     for r in info.records:  # perfect detections, plus one false positive on the empty image
         boxes, labels = torch.tensor(r.boxes).reshape(-1, 4), torch.tensor(r.labels)
+        scores = torch.linspace(0.9, 0.5, len(boxes))
         if len(boxes) == 0:
-            boxes, labels = torch.tensor([[1.0, 1.0, 9.0, 9.0]]), torch.tensor([0])
-        det = Detections(boxes=boxes, scores=torch.linspace(0.9, 0.5, len(boxes)), labels=labels)
+            boxes, labels, scores = torch.tensor([[1.0, 1.0, 9.0, 9.0]]), torch.tensor([0]), torch.tensor([0.1])
+        det = Detections(boxes=boxes, scores=scores, labels=labels)
         evaluator.process([ImageSample(image=torch.zeros(3, r.height, r.width), image_id=r.image_id)], [det])
     results = evaluator.evaluate()
     # the false positive scores below every true one: AP stays 100 (the difficult cat is ignored)

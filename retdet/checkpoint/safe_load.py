@@ -6,9 +6,9 @@ says. Two readers that never do:
 - ``read_pickle``: numpy-array pickles (Detectron2 and Caffe2 ``.pkl``): numpy's array
   reconstruction and plain containers are allowed, anything else is refused, naming the global.
 - ``read_torch_file``: ``torch.load(weights_only=True)``, where the objects a training framework
-  stores beside the weights (MMEngine's log buffers, its config objects) load as inert stand-ins
-  instead of failing the load: nothing of theirs is imported or called, and the weights are read
-  by torch's own restricted unpickler.
+  stores beside the weights (MMEngine's log buffers, numpy arrays) load as inert stand-ins instead
+  of failing the load: nothing of theirs is imported or called, and the weights are read by torch's
+  own restricted unpickler.
 """
 from __future__ import annotations
 
@@ -73,58 +73,41 @@ def arrays_to_tensors(arrays: Mapping[str, Any], path: str = "") -> Dict[str, to
     return out
 
 
-class _Inert(dict):
-    """Stands in for a non-weight object of a checkpoint: takes any arguments, items and state, and
-    does nothing with them (a dict so that a pickled dict subclass, e.g. a config, can fill it)."""
+class _Inert:
+    """Stands in for a non-weight object of a checkpoint: takes any arguments and state, and does
+    nothing with them."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__()
+        pass
 
     def __setstate__(self, state: Any) -> None:
         pass
 
 
-class _TensorsOrInert(pickle.Unpickler):
-    """torch's weights_only allow-list (tensors, storages, dtypes, containers) for real; any other
-    global becomes an ``_Inert`` subclass named like it, recorded in ``replaced``."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        from torch import _weights_only_unpickler
-
-        self.allowed = _weights_only_unpickler._get_allowed_globals()
-        self.replaced: set = set()
-
-    def find_class(self, module: str, name: str) -> Any:
-        full = f"{module}.{name}"
-        if full in self.allowed:
-            return self.allowed[full]
-        if module.startswith("torch.") and (name.endswith("Storage") or name.startswith("_rebuild")):
-            return super().find_class(module, name)  # torch's own tensor reconstruction
-        self.replaced.add(full)
-        return type(name, (_Inert,), {"__module__": module})
-
-
 def read_torch_file(path: str) -> Tuple[Any, list]:
     """(the object in a torch checkpoint, names of the globals replaced by inert stand-ins).
 
-    Tensors, containers and numbers are real; framework objects stored beside the weights are not
-    imported or run (see the module docstring)."""
+    torch's own weights-only unpickler reads the file (an exact allow-list: tensors, containers,
+    numbers); each other global the file names (framework classes, numpy objects, or anything a
+    malicious file names, such as ``os.system``) is allowed only as an ``_Inert`` class of that
+    name, so calling it does nothing. TorchScript archives and legacy files that need more are
+    refused by torch."""
     if not _paths.exists(path):
         raise FileNotFoundError(f"checkpoint not found: {path}")
     local = _paths.get_local_path(path)
-    replaced: set = set()
-
-    class Recording(_TensorsOrInert):
-        def find_class(self, module: str, name: str) -> Any:
-            found = super().find_class(module, name)
-            replaced.update(self.replaced)
-            return found
-
-    module = type("pickle_module", (), {"Unpickler": Recording, "load": staticmethod(pickle.load),
-                                        "__name__": "retdet_safe_pickle"})
     try:
-        data = torch.load(local, map_location="cpu", weights_only=False, pickle_module=module)
-    except Exception as e:  # not a torch checkpoint, truncated, ...
-        raise ValueError(f"{path}: not a readable torch checkpoint ({type(e).__name__}: {e})") from e
-    return data, sorted(replaced)
+        unsafe = list(torch.serialization.get_unsafe_globals_in_checkpoint(local))
+    except Exception:  # not a zip checkpoint: torch's weights-only reader decides alone
+        unsafe = []
+    stubs = [(type(name.rsplit(".", 1)[-1], (_Inert,), {"__module__": name.rsplit(".", 1)[0]}), name)
+             for name in unsafe]
+    try:
+        with torch.serialization.safe_globals(stubs):
+            data = torch.load(local, map_location="cpu", weights_only=True)
+    except Exception as e:  # not a torch checkpoint, truncated, or state that only code could restore
+        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+        reason = next((ln for ln in lines if "GLOBAL" in ln or "Unsupported" in ln), lines[0] if lines else "")
+        raise ValueError(f"{path}: not a readable torch checkpoint ({type(e).__name__}: {reason[:300]}). "
+                         "If it holds weights, save its state_dict alone (torch.save(ckpt['state_dict'], ...)) "
+                         "where the framework is installed, and convert that.") from e
+    return data, sorted(unsafe)

@@ -35,8 +35,14 @@ def read_names(names: Union[str, Sequence[str]]) -> List[str]:
         with open(names) as f:
             data = yaml.safe_load(f) or {}
         value = data.get("names") if isinstance(data, dict) else None
-        if isinstance(value, dict):
-            value = [value[k] for k in sorted(value)]
+        if isinstance(value, dict):  # {id: name}: the ids must be 0..n-1, the names' list positions
+            try:
+                ids = sorted(int(k) for k in value)
+            except (TypeError, ValueError):
+                raise DatasetFormatError(f"{names}: 'names' keys must be class ids 0..n-1, got {list(value)}") from None
+            if ids != list(range(len(ids))):
+                raise DatasetFormatError(f"{names}: 'names' ids must be 0..{len(ids) - 1} without gaps, got {ids}")
+            value = [value[k] if k in value else value[str(k)] for k in ids]
         if not isinstance(value, list) or not value:
             raise DatasetFormatError(f"{names}: no 'names' list (or {{id: name}} map)")
         return [str(v) for v in value]
@@ -45,12 +51,15 @@ def read_names(names: Union[str, Sequence[str]]) -> List[str]:
 
 
 def _image_size(path: str) -> tuple:
-    """(width, height) from the file's header (PIL reads only the header), else by decoding it."""
+    """(width, height) as the image is read for training (OpenCV turns it by its EXIF orientation),
+    from the file's header (PIL reads only the header), else by decoding it."""
     try:
         from PIL import Image
 
         with Image.open(path) as im:
-            return im.size
+            width, height = im.size
+            # EXIF orientations 5-8 are quarter turns: the decoded image is height x width
+            return (height, width) if im.getexif().get(0x0112, 1) in (5, 6, 7, 8) else (width, height)
     except ImportError:
         import cv2
 
@@ -78,10 +87,14 @@ def yolo_to_coco(root: str, names: Union[str, Sequence[str]], split: Optional[st
     if not class_names:
         raise ValueError("YOLO dataset: the class names list is empty")
     image_dir, label_dir = _folders(root, split)
-    stems = {}
+    stems: Dict[str, str] = {}
     for f in sorted(os.listdir(image_dir)):
         if f.lower().endswith(IMAGE_EXTENSIONS):
-            stems[os.path.splitext(f)[0]] = f
+            stem = os.path.splitext(f)[0]
+            if stem in stems:
+                raise DatasetFormatError(f"{image_dir}: {stems[stem]} and {f} would share the label file {stem}.txt; "
+                                         "rename one")
+            stems[stem] = f
     orphans = sorted(f for f in os.listdir(label_dir) if f.endswith(".txt") and f[:-4] not in stems
                      and f != "classes.txt")
     if orphans:
@@ -103,8 +116,9 @@ def yolo_to_coco(root: str, names: Union[str, Sequence[str]], split: Optional[st
                 continue
             where = f"{label_file}:{line_no}"
             fields = line.split()
-            if len(fields) < 5:
-                raise DatasetFormatError(f"{where}: expected 'class_id cx cy w h', found {line!r}")
+            if len(fields) != 5:
+                raise DatasetFormatError(f"{where}: expected 'class_id cx cy w h' (5 fields; segmentation polygons "
+                                         f"are not boxes), found {len(fields)} fields: {line[:80]!r}")
             try:
                 cls = int(fields[0])
                 cx, cy, w, h = (float(v) for v in fields[1:5])

@@ -103,7 +103,9 @@ def submit(argv: Sequence[str], args: Any, output_dir: str) -> Any:
     """Submit ``argv`` (train_net's full command line) as a Slurm job; returns the submitit job."""
     submitit = require_submitit()
     folder = args.slurm_folder or os.path.join(output_dir, "slurm")
-    executor = submitit.AutoExecutor(folder=folder, cluster=args.slurm_cluster)
+    # Each requeue after a time limit resumes from a checkpoint, so a long schedule may take many jobs
+    # (submitit's default allows 3).
+    executor = submitit.AutoExecutor(folder=folder, cluster=args.slurm_cluster, slurm_max_num_timeout=100)
     tasks = args.tasks_per_node or max(args.gpus_per_node, 1)
     executor.update_parameters(
         name=os.path.basename(os.path.normpath(output_dir)) or "retdet", nodes=args.nodes, tasks_per_node=tasks,
@@ -111,7 +113,7 @@ def submit(argv: Sequence[str], args: Any, output_dir: str) -> Any:
         slurm_partition=args.slurm, slurm_signal_delay_s=120,
     )
     job = executor.submit(SlurmTrainJob(job_argv(argv)))
-    print(f"submitted job {job.job_id} to {args.slurm_cluster or 'slurm'} partition {args.slurm}: {args.nodes} node(s) x "
+    print(f"submitted job {job.job_id} to {args.slurm_cluster} partition {args.slurm}: {args.nodes} node(s) x "
           f"{tasks} task(s); logs in {folder}; the run's output in {output_dir}", flush=True)
     return job
 

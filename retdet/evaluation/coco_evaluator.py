@@ -86,6 +86,10 @@ class COCOEvaluator:
             with open(os.path.join(self.output_dir, "coco_results.json"), "w") as f:
                 json.dump(results, f)
         ground_truth = self.dataset.coco if self.dataset.coco is not None else self.dataset.json_file
+        if not ground_truth:
+            raise ValueError(f"dataset {self.dataset.name!r} has no single ground truth to evaluate against (several "
+                             "VOC/YOLO sets merged, or a set registered in code without a json file): evaluate on "
+                             "one dataset at a time (dataloader.test.dataset.names = [one name])")
         metrics, per_class, coco_eval = evaluate_coco(ground_truth, results, sorted(image_ids),
                                                       self.dataset.class_names, self.dataset.label_to_category_id,
                                                       backend=self.backend)

@@ -1,9 +1,9 @@
 """Pascal VOC detection mAP at IoU 0.5: the VOC2007 11-point and the VOC2010+ area (all-point) AP.
 
-Matching as the VOC devkit does it, per class: detections in decreasing score; each takes the
-unmatched ground-truth box of its image with the highest IoU; IoU >= 0.5 with a "difficult" box
-makes it neither a true nor a false positive; a second detection of an already matched box is a
-false positive. Difficult boxes do not count towards recall. Boxes are continuous xywh (retdet's
+Matching as the VOC devkit does it, per class: detections in decreasing score; each looks at the
+ground-truth box of its image (of that class) with the highest IoU; IoU >= 0.5 with a "difficult"
+box makes it neither a true nor a false positive, with an unmatched one a true positive, with an
+already matched one (a duplicate) a false positive. Difficult boxes do not count towards recall. Boxes are continuous xywh (retdet's
 VOC reader turns the devkit's 1-based inclusive pixel indices into them, which makes the plain IoU
 here equal to the devkit's "+1" IoU).
 """

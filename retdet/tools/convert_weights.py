@@ -107,7 +107,9 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--quiet", action="store_true", help="print a summary instead of every key")
     parser.add_argument("opts", nargs="*", help="config overrides key.path=value")
     args = parser.parse_args(argv)
-    if not os.path.exists(args.input):
+    from iopath.common.file_io import PathManager
+
+    if not PathManager().exists(args.input):
         raise SystemExit(f"--input {args.input}: no such file")
     converted, report, source_state, replaced = convert(args.source, args.input)
 

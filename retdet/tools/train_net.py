@@ -56,7 +56,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     slurm.add_argument("--cpus-per-task", type=int, default=8)
     slurm.add_argument("--timeout", type=int, default=4320, help="time limit in minutes (requeued when reached)")
     slurm.add_argument("--slurm-folder", default=None, help="submitit's logs (default: OUTPUT_DIR/slurm)")
-    slurm.add_argument("--slurm-cluster", default=None, choices=["slurm", "local", "debug"],
+    slurm.add_argument("--slurm-cluster", default="slurm", choices=["slurm", "local", "debug"],
                        help="submitit's executor (default: slurm; local runs the job on this machine, for tests)")
     slurm.add_argument("--slurm-wait", action="store_true", help="wait for the job and show its result")
     parser.add_argument("opts", nargs="*", help="config overrides key.path=value (+key.path=value adds a key)")
