@@ -485,3 +485,17 @@ def test_equal_to_mmdetection_itself():
         _, logits, deltas = ours.network(x)
     for a, b in zip(logits + deltas, list(ref_logits) + list(ref_deltas)):
         torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-4)
+    # Its anchor generator and box coder (plain torch in MMDetection): the same anchors, the same
+    # clamped and clipped boxes.
+    sizes = [tuple(f.shape[-2:]) for f in logits]
+    their_anchors = theirs.bbox_head.prior_generator.grid_priors(sizes, device="cpu")
+    our_anchors = ours.anchor_generator(logits)
+    for a, b in zip(our_anchors, their_anchors):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-4)
+    anchors = torch.cat(our_anchors)
+    wild = torch.randn(anchors.shape[0], 4, generator=torch.Generator().manual_seed(0)) * 3  # beyond the clamp
+    from retdet.modeling.postprocess import clip_boxes
+
+    torch.testing.assert_close(clip_boxes(ours.box_coder.decode(wild, anchors), (256, 320)),
+                               theirs.bbox_head.bbox_coder.decode(anchors, wild, max_shape=(256, 320)),
+                               rtol=1e-5, atol=1e-3)
