@@ -31,14 +31,13 @@ retinanet_R50_FPN_detectron2.py does).
 from __future__ import annotations
 
 import re
-from typing import Any, Dict, List, Mapping, Tuple
+from typing import Any, Dict, Mapping, Tuple
 
 import torch
 from torch import Tensor
 
+from .rename import Report, rename_state
 from .safe_load import arrays_to_tensors, read_pickle
-
-Report = List[Tuple[str, str]]  # (source key, retdet key or "(dropped: why)")
 
 _NOT_WEIGHTS = ("pixel_mean", "pixel_std")
 
@@ -96,43 +95,31 @@ def _head_key(key: str, step: int) -> str:
 
 def convert_detectron2_retinanet(state: Mapping[str, Tensor]) -> Tuple[Dict[str, Tensor], Report]:
     """A Detectron2 RetinaNet state dict -> (retdet state dict, report of every source key).
-
-    An unknown key raises, naming it (a silent drop could leave a layer at its initialisation)."""
+    An unknown key raises, naming it."""
     # With a norm in the head each block is (conv, norm, relu), else (conv, relu).
     step = 3 if "head.cls_subnet.1.weight" in state else 2
     fpn_norm = any(re.fullmatch(r"backbone\.fpn_\w+\.norm\.\w+", k) for k in state)
-    out: Dict[str, Tensor] = {}
-    report: Report = []
-    for key, value in state.items():
-        new = ""
+
+    def rename(key: str) -> str:
         if key in _NOT_WEIGHTS or key.startswith("anchor_generator."):
-            report.append((key, "(dropped: not a weight)"))
-            continue
-        if key.endswith("num_batches_tracked"):
-            report.append((key, "(dropped: BN bookkeeping)"))
-            continue
+            return "(dropped: not a weight)"
         if key.startswith("backbone.bottom_up."):
             rel = _detectron2_resnet_key(key[len("backbone.bottom_up."):])
-            new = "backbone." + rel if rel else ""
-        elif key.startswith("backbone."):
-            m = re.fullmatch(r"backbone\.fpn_(lateral|output)([3-5])\.(weight|bias|norm\..+)", key)
-            n = re.fullmatch(r"backbone\.top_block\.(p6|p7)\.(weight|bias)", key)
-            if m:
-                kind = "lateral_convs" if m.group(1) == "lateral" else "output_convs"
-                param = m.group(3)
-                if fpn_norm:  # (conv, norm) in a Sequential, as retdet's FPN builds it with a norm
-                    param = "1." + param[len("norm."):] if param.startswith("norm.") else "0." + param
-                new = f"neck.{kind}.{int(m.group(2)) - 3}.{param}"
-            elif n:
-                new = f"neck.{n.group(1)}.{n.group(2)}"
-        elif key.startswith("head."):
-            new = _head_key(key, step)
-        if not new:
-            raise KeyError(f"convert_detectron2_retinanet: unexpected key {key!r}; is this a Detectron2 RetinaNet "
-                           "checkpoint (ResNet + FPN, e.g. retinanet_R_50_FPN_1x)?")
-        out[new] = value
-        report.append((key, new))
-    return out, report
+            return "backbone." + rel if rel else ""
+        if key.startswith("head."):
+            return _head_key(key, step)
+        if (m := re.fullmatch(r"backbone\.fpn_(lateral|output)([3-5])\.(weight|bias|norm\..+)", key)):
+            kind = "lateral_convs" if m.group(1) == "lateral" else "output_convs"
+            param = m.group(3)
+            if fpn_norm:  # (conv, norm) in a Sequential, as retdet's FPN builds it with a norm
+                param = "1." + param[len("norm."):] if param.startswith("norm.") else "0." + param
+            return f"neck.{kind}.{int(m.group(2)) - 3}.{param}"
+        if (m := re.fullmatch(r"backbone\.top_block\.(p6|p7)\.(weight|bias)", key)):
+            return f"neck.{m.group(1)}.{m.group(2)}"
+        return ""
+
+    return rename_state(state, rename, converter="convert_detectron2_retinanet",
+                        expected="a Detectron2 RetinaNet checkpoint (ResNet + FPN, e.g. retinanet_R_50_FPN_1x)")
 
 
 _FROZEN_BN_EPS = 1e-5  # retdet's and Detectron2's FrozenBN eps
@@ -161,22 +148,15 @@ def _caffe2_resnet_key(key: str) -> str:
 def convert_detectron2_resnet(state: Mapping[str, Tensor]) -> Tuple[Dict[str, Tensor], Report]:
     """A Detectron2 ImageNet ResNet (Caffe2 blob names, as MSRA's R-50.pkl, or Detectron2 names,
     with or without ``backbone.bottom_up.``) -> (``backbone.*`` state dict, report)."""
-    out: Dict[str, Tensor] = {}
-    report: Report = []
-    for key, value in state.items():
-        if key.endswith("_momentum") or key.startswith("fc1000") or key in ("fc.weight", "fc.bias") \
-                or key.startswith("linear."):
-            report.append((key, "(dropped: classifier or optimiser state)"))
-            continue
-        if key.endswith("num_batches_tracked"):
-            report.append((key, "(dropped: BN bookkeeping)"))
-            continue
+
+    def rename(key: str) -> str:
+        if key.endswith("_momentum") or key.startswith(("fc1000", "linear.")) or key in ("fc.weight", "fc.bias"):
+            return "(dropped: classifier or optimiser state)"
         rel = _caffe2_resnet_key(key) or _detectron2_resnet_key(re.sub(r"^(backbone\.bottom_up\.|backbone\.)", "", key))
-        if not rel:
-            raise KeyError(f"convert_detectron2_resnet: unexpected key {key!r}; is this a Detectron2/Caffe2 ImageNet "
-                           "ResNet (e.g. MSRA R-50.pkl)?")
-        out["backbone." + rel] = value
-        report.append((key, "backbone." + rel))
+        return "backbone." + rel if rel else ""
+
+    out, report = rename_state(state, rename, converter="convert_detectron2_resnet",
+                               expected="a Detectron2/Caffe2 ImageNet ResNet (e.g. MSRA R-50.pkl)")
     # Caffe2 norms carry no statistics (folded into s and b): mean 0, variance 1 - eps (see the docstring).
     for key in [k for k in out if k.endswith(".weight") and _is_norm(k)]:
         base = key[: -len("weight")]

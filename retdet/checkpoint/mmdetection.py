@@ -21,7 +21,7 @@ from typing import Any, Dict, Mapping, Tuple
 
 from torch import Tensor
 
-from .detectron2 import Report
+from .rename import Report, rename_state
 from .safe_load import read_torch_file
 
 
@@ -46,32 +46,25 @@ def convert_mmdet_retinanet(state: Mapping[str, Tensor]) -> Tuple[Dict[str, Tens
     An unknown key raises, naming it."""
     laterals = {int(m.group(1)) for k in state for m in [re.match(r"neck\.lateral_convs\.(\d+)\.", k)] if m}
     n_lat = len(laterals)
-    out: Dict[str, Tensor] = {}
-    report: Report = []
-    for key, value in state.items():
+
+    def rename(key: str) -> str:
         if key.startswith("data_preprocessor."):
-            report.append((key, "(dropped: not a weight)"))
-            continue
-        if key.endswith("num_batches_tracked"):
-            report.append((key, "(dropped: BN bookkeeping)"))
-            continue
-        new = ""
+            return "(dropped: not a weight)"
         if re.match(r"backbone\.(conv1|bn1|layer[1-4])\.", key):
-            new = key
-        elif (m := re.fullmatch(r"neck\.lateral_convs\.(\d+)\.conv\.(weight|bias)", key)):
-            new = f"neck.lateral_convs.{m.group(1)}.{m.group(2)}"
-        elif (m := re.fullmatch(r"neck\.fpn_convs\.(\d+)\.conv\.(weight|bias)", key)):
+            return key
+        if (m := re.fullmatch(r"neck\.lateral_convs\.(\d+)\.conv\.(weight|bias)", key)):
+            return f"neck.lateral_convs.{m.group(1)}.{m.group(2)}"
+        if (m := re.fullmatch(r"neck\.fpn_convs\.(\d+)\.conv\.(weight|bias)", key)):
             i = int(m.group(1))
             target = f"output_convs.{i}" if i < n_lat else {n_lat: "p6", n_lat + 1: "p7"}.get(i, "")
-            new = f"neck.{target}.{m.group(2)}" if target else ""
-        elif (m := re.fullmatch(r"bbox_head\.(cls|reg)_convs\.(\d+)\.(conv|gn|bn)\.(\w+)", key)):
+            return f"neck.{target}.{m.group(2)}" if target else ""
+        if (m := re.fullmatch(r"bbox_head\.(cls|reg)_convs\.(\d+)\.(conv|gn|bn)\.(\w+)", key)):
             subnet = "cls_subnet" if m.group(1) == "cls" else "bbox_subnet"
-            new = f"head.{subnet}.{m.group(2)}.{0 if m.group(3) == 'conv' else 1}.{m.group(4)}"
-        elif (m := re.fullmatch(r"bbox_head\.retina_(cls|reg)\.(weight|bias)", key)):
-            new = f"head.{'cls_score' if m.group(1) == 'cls' else 'bbox_pred'}.{m.group(2)}"
-        if not new:
-            raise KeyError(f"convert_mmdet_retinanet: unexpected key {key!r}; is this an MMDetection RetinaNet "
-                           "checkpoint with a ResNet + FPN (e.g. retinanet_r50_fpn_1x_coco)?")
-        out[new] = value
-        report.append((key, new))
-    return out, report
+            return f"head.{subnet}.{m.group(2)}.{0 if m.group(3) == 'conv' else 1}.{m.group(4)}"
+        if (m := re.fullmatch(r"bbox_head\.retina_(cls|reg)\.(weight|bias)", key)):
+            return f"head.{'cls_score' if m.group(1) == 'cls' else 'bbox_pred'}.{m.group(2)}"
+        return ""
+
+    return rename_state(state, rename, converter="convert_mmdet_retinanet",
+                        expected="an MMDetection RetinaNet checkpoint with a ResNet + FPN "
+                                 "(e.g. retinanet_r50_fpn_1x_coco)")
