@@ -7,6 +7,9 @@ from iopath.common.file_io import PathManager
 
 _paths = PathManager()
 
+# File endings taken for images where a folder is listed (demo input, VOC JPEGImages/, YOLO images/).
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+
 
 class ImageReadError(RuntimeError):
     """An image that is missing or cannot be decoded; the message names the file."""

@@ -17,11 +17,11 @@ import xml.etree.ElementTree as ET
 from typing import Any, Dict, List, Optional, Sequence
 
 from .coco import load_coco_dict
+from .image_io import IMAGE_EXTENSIONS
 from .records import DatasetFormatError, DatasetInfo
 
 VOC_CLASSES = ["aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "diningtable",
                "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor"]
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 
 
 def _text(node: ET.Element, path: str, where: str) -> str:

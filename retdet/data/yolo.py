@@ -16,9 +16,9 @@ import os
 from typing import Any, Dict, List, Optional, Sequence, Union
 
 from .coco import load_coco_dict
+from .image_io import IMAGE_EXTENSIONS
 from .records import DatasetFormatError, DatasetInfo
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 # Annotation tools round: a coordinate a little outside 0..1 is a border box, not a wrong unit.
 TOLERANCE = 0.01
 

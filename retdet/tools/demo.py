@@ -21,13 +21,12 @@ import torch
 from retdet.checkpoint import load_weights
 from retdet.config import load_config
 from retdet.data import resolve_num_classes
-from retdet.data.image_io import ImageReadError, read_image
+from retdet.data.image_io import IMAGE_EXTENSIONS, ImageReadError, read_image
 from retdet.engine.predictor import Predictor, dataset_classes
 from retdet.modeling import build_model
 from retdet.utils.logger import setup_logger
 from retdet.utils.visualize import draw_boxes
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm")
 
 

@@ -119,8 +119,8 @@ def run(argv=None):
     if missing:
         raise KeyError(f"{args.config}: missing top-level config sections {missing}")
     logging.getLogger("retdet").setLevel(logging.INFO)
-    signals = list(cfg.train.get("preempt_signals", DEFAULT_SIGNALS))
-    signal_numbers(signals)  # an unknown name fails here, before any submission or worker
+    # an unknown signal name fails here, before any submission or worker
+    signals = signal_numbers(cfg.train.get("preempt_signals", DEFAULT_SIGNALS))
     if args.slurm:
         from retdet.engine.slurm import submit
 
@@ -130,12 +130,12 @@ def run(argv=None):
         return job
     from retdet.engine.slurm import in_submitit_job, requeue_signal
 
-    if in_submitit_job() and signals and requeue_signal() not in signal_numbers(signals):
+    if in_submitit_job() and signals and requeue_signal() not in signals:
         # submitit's "requeue me" signal (before the time limit) saves a checkpoint like a preemption
         signals.append(requeue_signal())
         cfg.train.preempt_signals = signals
     launch(worker, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
-           dist_url=args.dist_url, args=(cfg, args), forward_signals=signal_numbers(signals))
+           dist_url=args.dist_url, args=(cfg, args), forward_signals=signals)
 
 
 if __name__ == "__main__":
