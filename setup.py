@@ -62,7 +62,7 @@ CONFIGS = config_packages()
 COMMANDS = {
     "retdet-train": "train_net", "retdet-benchmark": "benchmark", "retdet-demo": "demo", "retdet-export": "export",
     "retdet-analyze": "analyze_model", "retdet-visualize": "visualize_data", "retdet-convert-weights": "convert_weights",
-    "retdet-soak": "soak", "retdet-convert-dataset": "convert_dataset",
+    "retdet-soak": "soak", "retdet-convert-dataset": "convert_dataset", "retdet-quantize": "quantize",
 }
 
 setup(

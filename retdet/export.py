@@ -16,7 +16,8 @@ registers the op); ONNX uses torchvision's NMS with a class offset (ONNX NonMaxS
 """
 from __future__ import annotations
 
-from typing import Mapping, Tuple
+import os
+from typing import List, Mapping, Tuple
 
 import numpy as np
 import torch
@@ -56,6 +57,12 @@ class ExportableRetinaNet(nn.Module):
             x = x.contiguous(memory_format=torch.channels_last)
         features = model.features(x)
         logits, deltas = model.head(features)
+        return self.postprocess(logits, deltas, features, image_size)
+
+    def postprocess(self, logits: List[Tensor], deltas: List[Tensor], features: List[Tensor],
+                    image_size: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+        """The head's per-level outputs -> (boxes, scores, labels); ``features`` give the levels' sizes."""
+        model = self.model
         k = model.num_classes
         bounds = image_size.flip(0).repeat(2).to(torch.float32)  # (w, h, w, h)
         boxes_all, scores_all, labels_all = [], [], []
@@ -115,12 +122,32 @@ def prepare_input(image: np.ndarray, cfg: Mapping, *, input_format: str = "BGR")
     return padded[None], torch.tensor([h, w]), torch.tensor([sx, sy, sx, sy], dtype=torch.float32)
 
 
+class _Postprocess(nn.Module):
+    """The post-processing alone: (image_size, logits_0..L-1, deltas_0..L-1) -> (boxes, scores, labels)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.wrapper = ExportableRetinaNet(model, nms="torchvision")
+
+    def forward(self, image_size: Tensor, *outputs: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+        half = len(outputs) // 2
+        logits, deltas = list(outputs[:half]), list(outputs[half:])
+        return self.wrapper.postprocess(logits, deltas, logits, image_size)
+
+
 def export_model(model: nn.Module, example: Tuple[Tensor, Tensor], path: str, fmt: str) -> str:
-    """Trace ``model`` on ``example`` and write it to ``path`` as ``fmt`` (torchscript or onnx)."""
+    """Trace ``model`` on ``example`` and write it to ``path`` as ``fmt`` (torchscript or onnx).
+
+    A model whose network runs from an int8 artifact (tools/quantize.py) exports to ONNX only: its
+    quantized graph, with the normalisation in front and the float32 post-processing behind it."""
     import warnings
 
     if fmt not in FORMATS:
         raise ValueError(f"unsupported export format {fmt!r}: choose one of {', '.join(FORMATS)}")
+    if getattr(model, "network_runtime", None) is not None:
+        if fmt != "onnx":
+            raise ValueError(f"an int8 model exports to ONNX (QDQ) only, not {fmt!r}: use --format onnx")
+        return export_quantized_onnx(model, example, path)
     wrapper = ExportableRetinaNet(model, nms="retdet" if fmt == "torchscript" else "torchvision")
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the tracer's warnings about the data-dependent counts handled above
@@ -132,4 +159,65 @@ def export_model(model: nn.Module, example: Tuple[Tensor, Tensor], path: str, fm
                               input_names=["image", "image_size"], output_names=["boxes", "scores", "labels"],
                               dynamic_axes={"image": {2: "height", 3: "width"}, "boxes": {0: "detections"},
                                             "scores": {0: "detections"}, "labels": {0: "detections"}})
+    return path
+
+
+def _prefix_internal_names(graph, prefix: str, keep: set) -> None:
+    """Rename every value and node of ``graph`` but those in ``keep`` (two exported graphs use the
+    same generated names, which must not collide when they are joined)."""
+    def rename(name: str) -> str:
+        return name if not name or name in keep else prefix + name
+
+    for node in graph.node:
+        node.name = prefix + node.name
+        node.input[:] = [rename(n) for n in node.input]
+        node.output[:] = [rename(n) for n in node.output]
+    for value in list(graph.input) + list(graph.output) + list(graph.value_info):
+        value.name = rename(value.name)
+    for tensor in graph.initializer:
+        tensor.name = rename(tensor.name)
+
+
+def export_quantized_onnx(model: nn.Module, example: Tuple[Tensor, Tensor], path: str) -> str:
+    """One ONNX graph with the exported model's inputs and outputs: (image - mean) / std -> the int8
+    network graph, unchanged -> the float32 post-processing traced from ``model``."""
+    import tempfile
+    import warnings
+
+    import onnx
+    from onnx import compose, helper, numpy_helper
+
+    network = onnx.load(model.network_artifact)
+    image, image_size = example
+    with torch.no_grad():
+        x = (image - model.preprocess.pixel_mean) / model.preprocess.pixel_std
+        _, logits, deltas = model._run_network(x)
+    names = [o.name for o in network.graph.output]
+    dynamic = {"image_size": {}, **{n: {2: f"h_{n}", 3: f"w_{n}"} for n in names},
+               "boxes": {0: "detections"}, "scores": {0: "detections"}, "labels": {0: "detections"}}
+    with tempfile.TemporaryDirectory() as tmp, torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        post_path = os.path.join(tmp, "postprocess.onnx")
+        torch.onnx.export(_Postprocess(model).eval(), (image_size, *logits, *deltas), post_path, dynamo=False,
+                          opset_version=17, input_names=["image_size", *names],
+                          output_names=["boxes", "scores", "labels"], dynamic_axes=dynamic)
+        post = onnx.load(post_path)
+    # The network graph takes the normalised batch "images": put the normalisation in front of it.
+    graph = network.graph
+    (network_input,) = [i for i in graph.input if i.name == "images"]
+    mean = model.preprocess.pixel_mean.detach().float().reshape(1, 3, 1, 1).numpy()
+    std = model.preprocess.pixel_std.detach().float().reshape(1, 3, 1, 1).numpy()
+    graph.initializer.extend([numpy_helper.from_array(mean, "pixel_mean"), numpy_helper.from_array(std, "pixel_std")])
+    graph.node.insert(0, helper.make_node("Div", ["image_centred", "pixel_std"], ["images"], name="/normalize/Div"))
+    graph.node.insert(0, helper.make_node("Sub", ["image", "pixel_mean"], ["image_centred"], name="/normalize/Sub"))
+    network_input.name = "image"
+    network.ir_version = post.ir_version = max(network.ir_version, post.ir_version)
+    domains = {o.domain: o.version for o in post.opset_import}
+    for o in network.opset_import:
+        domains[o.domain] = max(o.version, domains.get(o.domain, 0))
+    for m in (network, post):
+        del m.opset_import[:]
+        m.opset_import.extend(helper.make_opsetid(d, v) for d, v in domains.items())
+    _prefix_internal_names(post.graph, "post/", keep={"image_size", "boxes", "scores", "labels", *names})
+    onnx.save(compose.merge_models(network, post, io_map=[(n, n) for n in names]), path)
     return path

@@ -215,11 +215,44 @@ def build_pair(model_cfg: Mapping, *, device: torch.device, training: bool, comp
     return models
 
 
+def int8_variant(ours: nn.Module, model_cfg: Mapping, samples: Sequence[ImageSample], int8: str,
+                 log: Callable[[str], None]) -> Tuple[nn.Module, Dict[str, Any]]:
+    """A copy of ``ours`` whose network runs int8: from the artifact folder ``int8``, or, when ``int8``
+    is "calibrate", quantized here on the benchmark's own images (a speed measurement, not accuracy)."""
+    import os
+    import tempfile
+
+    from retdet.quantization import attach_quantized, calibration_tensors
+    from retdet.quantization.artifact import write_metadata
+    from retdet.quantization.onnxruntime_backend import quantize_network
+
+    quantized = build_model(model_cfg).eval()
+    quantized.load_state_dict(ours.state_dict())
+    if int8 != "calibrate":
+        return quantized, attach_quantized(quantized, int8, logger=None)
+    with tempfile.TemporaryDirectory(prefix="retdet_int8_") as folder:
+        path = os.path.join(folder, "network_int8.onnx")
+        report = quantize_network(ours.cpu(), calibration_tensors(ours, [s.image.cpu() for s in samples]), path)
+        log(f"int8: ours quantized on the {len(samples)} benchmark image(s) (minmax observer)")
+        write_metadata(folder, dict(backend="onnxruntime", num_classes=int(ours.num_classes),
+                                    num_anchors=int(ours.anchor_generator.num_anchors), calib_images=len(samples),
+                                    **report))
+        meta = attach_quantized(quantized, folder, logger=None)  # the session holds the graph in memory
+    return quantized, meta
+
+
 def inference_benchmark(model_cfg: Mapping, *, device: torch.device, batch_size: int, height: int, width: int,
                         iters: int, warmup: int = 2, amp: bool = False, compare: bool = True,
+                        weights: Optional[str] = None, int8: Optional[str] = None,
                         log: Callable[[str], None] = print) -> List[Dict[str, Any]]:
+    """Rows of ours against torchvision (``compare``); with ``int8`` (an artifact folder or "calibrate")
+    also our int8 network, timed in the same interleaved loop (CPU only)."""
     models = build_pair(model_cfg, device=device, training=False, compare=compare, log=log)
     ours, ref = models["ours"], models.get("ref")
+    if weights:
+        from retdet.checkpoint import load_weights
+
+        load_weights(ours, weights)
     samples, images, targets = _to(device, *synthetic_batch(batch_size, height, width, ours.num_classes))
 
     def run_ours():
@@ -231,17 +264,35 @@ def inference_benchmark(model_cfg: Mapping, *, device: torch.device, batch_size:
             return ref(images)
 
     fns = {"ours": run_ours} if ref is None else {"ours": run_ours, "ref": run_ref}
+    meta = None
+    if int8:
+        if device.type != "cpu":
+            raise ValueError("--int8 runs on the CPU: use --device cpu")
+        quantized, meta = int8_variant(ours, model_cfg, samples, int8, log)
+
+        def run_int8():
+            with torch.no_grad():
+                return quantized(samples)
+        fns["int8"] = run_int8
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     times = interleaved_ms(fns, device=device.type, warmup=warmup, runs=iters)
     med = {k: statistics.median(v) for k, v in times.items()}
     p90 = {k: percentile(v, 90) for k, v in times.items()}
+    ips = {k: batch_size * 1e3 / v for k, v in med.items()}
     rows = [
-        _row(f"images/s (batch {batch_size}, {height}x{width})", batch_size * 1e3 / med["ours"],
-             batch_size * 1e3 / med["ref"] if ref is not None else None, "images/s", True),
+        _row(f"images/s (batch {batch_size}, {height}x{width})", ips["ours"], ips.get("ref"), "images/s", True),
         _row("latency median", med["ours"], med.get("ref"), "ms", False),
         _row("latency p90", p90["ours"], p90.get("ref"), "ms", False),
     ]
+    if "int8" in ips:
+        rows += [_row("int8 images/s", ips["int8"], ips.get("ref"), "images/s", True),
+                 _row("int8 latency median", med["int8"], med.get("ref"), "ms", False),
+                 _row("int8 images/s (ref: ours float32)", ips["int8"], ips["ours"], "images/s", True)]
+        size = _row("network on disk, int8 (ref: float32 graph)", meta["int8_onnx_bytes"] / 2**20,
+                    meta["fp32_onnx_bytes"] / 2**20, "MB", False)
+        size["speedup"] = meta["fp32_onnx_bytes"] / meta["int8_onnx_bytes"]  # times smaller
+        rows.append(size)
     for name, ms in _stage_times(ours, samples, device, max(3, iters // 2), amp).items():
         rows.append(_row(f"{name} (stage)", ms, None, "ms", False))
     rows.extend(network_cost(ours, ref, height, width, device))

@@ -46,7 +46,15 @@ def load_weights(model: nn.Module, path: str, *, logger: logging.Logger = None) 
 
     A key whose shape differs from the model's is an error naming the key and both shapes (a
     silent skip would leave a randomly initialised layer behind).
+
+    An int8 folder made by tools/quantize.py (or its .onnx file) is accepted too: the model's network
+    then runs from it (see retdet/quantization/artifact.py); nothing is unpickled.
     """
+    from retdet.quantization.artifact import attach_quantized, is_quantized_artifact
+
+    if is_quantized_artifact(path):
+        attach_quantized(model, path, logger=logger)
+        return IncompatibleKeys()
     state = read_state_dict(path)
     own = model.state_dict()
     mismatched = [(k, tuple(v.shape), tuple(own[k].shape)) for k, v in state.items()

@@ -94,8 +94,10 @@ class RetinaNetPostProcess:
             candidates = torch.nonzero(scores > self.score_threshold).flatten()
             scores = scores[candidates]
             k = min(self.topk_per_level, candidates.numel())
-            scores, order = scores.topk(k)
-            candidates = candidates[order]
+            # A stable sort, not topk: equal scores keep the lower anchor first, as ONNX's TopK does,
+            # so an exported graph keeps the same candidates (an int8 network's scores tie often).
+            scores, order = torch.sort(scores, descending=True, stable=True)
+            scores, candidates = scores[:k], candidates[order[:k]]
             anchor_idx = torch.div(candidates, num_classes, rounding_mode="floor")
             boxes = self.box_coder.decode(deltas_l[anchor_idx], anchors_l[anchor_idx])
             boxes_all.append(clip_boxes(boxes, image_size) if self.clip_before_nms else boxes)

@@ -114,6 +114,9 @@ class RetinaNet(nn.Module):
         # model) are those of the eager model; a copy compiles itself again when it first runs.
         self.compile_options = compile_options(compile)
         self._compiled_network: Optional[Any] = None
+        # An external runtime for network() (an int8 graph, see retdet/quantization): inference only.
+        self.network_runtime: Optional[Any] = None
+        self.network_runtime_description = ""
 
     # ---- network ---------------------------------------------------------------------------------
 
@@ -130,7 +133,21 @@ class RetinaNet(nn.Module):
         logits, deltas = self.head(features)
         return features, logits, deltas
 
+    def set_network_runtime(self, runtime: Optional[Any], *, description: str = "") -> None:
+        """Run network() in ``runtime`` (images -> (logits, deltas), e.g. a quantized graph) instead of the
+        module's layers; None restores them. Anchors, decoding and NMS stay as they are."""
+        self.network_runtime, self.network_runtime_description = runtime, description if runtime else ""
+
     def _run_network(self, images: Tensor) -> Tuple[List[Tensor], List[Tensor], List[Tensor]]:
+        if self.network_runtime is not None:
+            if self.training:
+                raise RuntimeError(f"this model's network runs in an inference runtime "
+                                   f"({self.network_runtime_description}): it cannot train; load a float32 "
+                                   f"checkpoint to train or fine-tune")
+            logits, deltas = self.network_runtime(images)
+            device = images.device
+            logits, deltas = [t.to(device) for t in logits], [t.to(device) for t in deltas]
+            return logits, logits, deltas  # the anchors read only the levels' sizes: the logits have them
         if self.compile_options is None:
             return self.network(images)
         if self._compiled_network is None:
@@ -141,6 +158,7 @@ class RetinaNet(nn.Module):
         # copy.deepcopy and pickle: the compiled function is bound to this instance; a copy makes its own.
         state = self.__dict__.copy()
         state["_compiled_network"] = None
+        state["network_runtime"] = None  # a runtime session does not copy; a copy runs the module's layers
         return state
 
     def forward(self, samples: Sequence[ImageSample]) -> Union[Dict[str, Tensor], List[Detections]]:

@@ -1,6 +1,7 @@
 """Speed benchmarks, printed as tables of ours against a reference measured in the same run.
 
     python tools/benchmark.py --config configs/retinanet_R50_FPN_1x.py --task inference --compare torchvision
+    python tools/benchmark.py --config configs/retinanet_R50_FPN_1x.py --task inference --compare torchvision --int8
     python tools/benchmark.py --config configs/retinanet_R50_FPN_1x.py --task train --compare torchvision
     python tools/benchmark.py --config configs/quickstart.py --task data
     python tools/benchmark.py --task ops
@@ -8,7 +9,7 @@
 
 inference: images/s, latency median and p90, a per-stage breakdown (preprocessing, backbone+FPN,
     head, post-processing) on random images of --input-size (default 800x1216) at --batch-size
-    (default 1). train: one SGD step (forward with losses, backward, update) at --batch-size
+    (default 1); --int8 adds our int8 network (see tools/quantize.py) to the same timing loop. train: one SGD step (forward with losses, backward, update) at --batch-size
     (default 2) of --input-size (default 512x512): iterations/s, images/s, peak memory, and the data
     time of the config's own training loader when its dataset is available, and the first
     --fresh-steps steps of freshly initialised models at lr 0 against that steady state (a step's
@@ -83,7 +84,7 @@ def run_model(args) -> list:
     kwargs = dict(device=torch.device(args.device), batch_size=batch, height=h, width=w, iters=args.iters or 10,
                   warmup=args.warmup, amp=args.amp, compare=args.compare == "torchvision")
     if not train:
-        return inference_benchmark(cfg.model, **kwargs)
+        return inference_benchmark(cfg.model, weights=args.weights, int8=args.int8, **kwargs)
     rows = train_benchmark(cfg.model, fresh_steps=args.fresh_steps, **kwargs)
     try:
         r = data_throughput(cfg, iters=30, warmup=3)
@@ -106,6 +107,10 @@ def main() -> None:
     parser.add_argument("--input-size", type=parse_hw, default=None, help="HxW of the random input images")
     parser.add_argument("--amp", action="store_true", help="autocast: float16 on CUDA (grad scaler), bfloat16 on CPU")
     parser.add_argument("--compare", choices=["torchvision"], default=None)
+    parser.add_argument("--weights", default=None, help="inference: a checkpoint for our model (default: random)")
+    parser.add_argument("--int8", nargs="?", const="calibrate", default=None, metavar="DIR",
+                        help="inference: also time our int8 network, from DIR (tools/quantize.py's output) or, "
+                             "without DIR, quantized here on the benchmark images (speed only)")
     parser.add_argument("--fresh-steps", type=int, default=4,
                         help="train: also time this many steps of freshly initialised models at lr 0 (0: skip)")
     parser.add_argument("--images", type=int, default=5000, help="eval: images of the synthetic evaluation")
@@ -115,6 +120,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: CUDA is not available here")
+    if (args.int8 or args.weights) and args.task != "inference":
+        parser.error("--int8 and --weights apply to --task inference")
     if args.compare and args.task not in ("train", "inference"):
         parser.error(f"--compare applies to --task train and inference, not {args.task}")
     results = {"ops": run_ops, "data": run_data, "train": run_model, "inference": run_model,
