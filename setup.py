@@ -76,7 +76,9 @@ setup(
     python_requires=">=3.9",
     # Optional: a faster COCO evaluator (dataloader.evaluator.backend="faster_coco_eval") and Slurm
     # submission (tools/train_net.py --slurm). The tests install both (requirements-test.txt).
-    extras_require={"fast-eval": ["faster-coco-eval==1.8.0"], "slurm": ["submitit==1.5.4"]},
+    # int8 inference (tools/quantize.py) needs onnx and onnxruntime; OpenVINO is a second runtime for it.
+    extras_require={"fast-eval": ["faster-coco-eval==1.8.0"], "slurm": ["submitit==1.5.4"],
+                    "int8": ["onnx>=1.16", "onnxruntime>=1.20"], "openvino": ["openvino==2026.4.1"]},
     ext_modules=[extension()],
     cmdclass={"build_ext": BuildExtension},
     zip_safe=False,

@@ -218,3 +218,36 @@ def test_a_config_without_its_training_data_is_named(trained, tmp_path):
         quantize_main(["--config", CONFIG, "--weights", weights, "--output", str(tmp_path / "out"),
                        f"+dataloader.register=[{{'name': 'absent_train', 'json_file': '{absent}', "
                        f"'image_root': '{tmp_path}'}}]", "dataloader.train.dataset.names=['absent_train']"])
+
+
+def test_topk_keeps_the_lower_index_of_equal_scores():
+    """The post-processing's top-k: hand-computed ties (ONNX TopK's order), and torch.topk's values."""
+    from retdet.modeling.postprocess import topk_lower_index_first
+
+    scores = torch.tensor([0.5, 0.9, 0.5, 0.7, 0.5, 0.9])
+    values, order = topk_lower_index_first(scores, 4)
+    assert order.tolist() == [1, 5, 3, 0] and values.tolist() == pytest.approx([0.9, 0.9, 0.7, 0.5])
+    assert topk_lower_index_first(scores, 10)[1].tolist() == [1, 5, 3, 0, 2, 4]
+    x = torch.rand(10000, generator=torch.Generator().manual_seed(0)).mul(50).round()  # many ties
+    values, order = topk_lower_index_first(x, 1000)
+    assert torch.equal(values, x.topk(1000).values) and torch.equal(x[order], values)
+    for v in values.unique():
+        picked = order[values == v]
+        assert torch.equal(picked, picked.sort().values)  # equal scores: ascending index
+    kth = values[-1]
+    assert torch.equal(order[values == kth], torch.nonzero(x == kth).flatten()[: int((values == kth).sum())])
+
+
+def test_openvino_runs_the_int8_artifact(trained, int8_dir):
+    """The second runtime (optional extra `retdet[openvino]`) on the same QDQ graph: the same bound
+    against float32 as ONNX Runtime."""
+    pytest.importorskip("openvino")
+    from retdet.quantization.artifact import attach_quantized
+
+    cfg, weights = trained
+    images = _val_images(cfg)
+    fp32 = Predictor(cfg, _fp32(cfg, weights))(images)
+    model = build_model(cfg.model).eval()
+    attach_quantized(model, int8_dir, backend="openvino")
+    assert "openvino" in model.network_runtime_description
+    assert agreement(fp32, Predictor(cfg, model)(images)) >= 0.9

@@ -62,8 +62,9 @@ def test_benchmark_eval_backends_json(tmp_path):
 def test_benchmark_inference_and_train_against_torchvision(tmp_path):
     for task, size in (("inference", "64x96"), ("train", "64x64")):
         path = tmp_path / f"{task}.json"
+        int8 = ["--int8"] if task == "inference" else []  # quantized here, on the benchmark's image
         stdout = run_tool("tools/benchmark.py", "--task", task, "--config", "configs/retinanet_R50_FPN_1x.py",
-                          "--compare", "torchvision", "--iters", "2", "--warmup", "1", "--input-size", size,
+                          "--compare", "torchvision", *int8, "--iters", "2", "--warmup", "1", "--input-size", size,
                           "--json", str(path), "model.backbone.depth=18", "model.head.num_classes=3")
         # The mirrored torchvision model has exactly our architecture: its weights load into ours.
         assert "weights: shared" in stdout, stdout
@@ -77,6 +78,12 @@ def test_benchmark_inference_and_train_against_torchvision(tmp_path):
         if task == "inference":
             stages = [n for n in results if n.endswith("(stage)")]
             assert len(stages) == 4
+            # our int8 network, timed in the same loop: against torchvision, and against our float32
+            assert results["int8 images/s"]["ours"] > 0 and results["int8 images/s"]["ref"] == rate["ref"]
+            own = results["int8 images/s (ref: ours float32)"]
+            assert own["ours"] == results["int8 images/s"]["ours"] and own["ref"] == rate["ours"]
+            size = next(r for n, r in results.items() if n.startswith("network on disk"))
+            assert size["ours"] * 3.5 < size["ref"], size  # int8 weights: under 1/3.5 of the float32 graph
 
 
 def test_benchmark_rejects_bad_arguments():
@@ -86,6 +93,9 @@ def test_benchmark_rejects_bad_arguments():
     out = subprocess.run([sys.executable, "tools/benchmark.py", "--task", "inference", "--config",
                           "configs/quickstart.py", "--input-size", "800by1216"], cwd=ROOT, capture_output=True, text=True)
     assert out.returncode != 0 and "800x1216 (HxW)" in out.stderr
+    out = subprocess.run([sys.executable, "tools/benchmark.py", "--task", "train", "--int8", "--config",
+                          "configs/quickstart.py"], cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode != 0 and "--int8 and --weights apply to --task inference" in out.stderr
 
 
 def test_visualize_data_writes_images(tmp_path):

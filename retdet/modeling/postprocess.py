@@ -94,10 +94,8 @@ class RetinaNetPostProcess:
             candidates = torch.nonzero(scores > self.score_threshold).flatten()
             scores = scores[candidates]
             k = min(self.topk_per_level, candidates.numel())
-            # A stable sort, not topk: equal scores keep the lower anchor first, as ONNX's TopK does,
-            # so an exported graph keeps the same candidates (an int8 network's scores tie often).
-            scores, order = torch.sort(scores, descending=True, stable=True)
-            scores, candidates = scores[:k], candidates[order[:k]]
+            scores, order = topk_lower_index_first(scores, k)
+            candidates = candidates[order]
             anchor_idx = torch.div(candidates, num_classes, rounding_mode="floor")
             boxes = self.box_coder.decode(deltas_l[anchor_idx], anchors_l[anchor_idx])
             boxes_all.append(clip_boxes(boxes, image_size) if self.clip_before_nms else boxes)
@@ -109,6 +107,21 @@ class RetinaNetPostProcess:
             boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
         keep = ops.batched_nms(boxes, scores, labels, self.nms_threshold)[: self.max_detections]
         return Detections(boxes=boxes[keep], scores=scores[keep], labels=labels[keep])
+
+
+def topk_lower_index_first(scores: Tensor, k: int) -> Tuple[Tensor, Tensor]:
+    """``scores.topk(k)`` with a defined order of equal scores: the lower index first, as ONNX's TopK
+    (so an exported graph keeps the same candidates; an int8 network's scores tie often). topk picks
+    the k-th score; only the k picked ones are sorted (stably), not all candidates."""
+    if k < scores.numel():
+        kth = scores.topk(k).values[-1]
+        above = torch.nonzero(scores > kth).flatten()
+        tied = torch.nonzero(scores == kth).flatten()[: k - above.numel()]
+        picked = torch.sort(torch.cat([above, tied])).values
+    else:
+        picked = torch.arange(scores.numel(), device=scores.device)
+    values, order = torch.sort(scores[picked], descending=True, stable=True)
+    return values, picked[order]
 
 
 def nonempty(boxes: Tensor) -> Tensor:

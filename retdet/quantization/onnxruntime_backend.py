@@ -19,6 +19,7 @@ import tempfile
 from collections import Counter
 from typing import Dict, Iterator, List, Optional, Sequence
 
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .network_onnx import export_network, nodes_under
@@ -47,6 +48,12 @@ class _Reader:
         return next(self._items, None)
 
 
+def pad_to_common_size(inputs: Sequence[Tensor]) -> List[Tensor]:
+    """(1, 3, H_i, W_i) tensors -> zero-padded (bottom/right) to the largest H and W among them."""
+    h, w = max(t.shape[-2] for t in inputs), max(t.shape[-1] for t in inputs)
+    return [F.pad(t, (0, w - t.shape[-1], 0, h - t.shape[-2])) for t in inputs]
+
+
 def quantize_network(model: nn.Module, inputs: Sequence[Tensor], output_path: str, *, observer: str = "minmax",
                      per_channel: bool = True, reduce_range: bool = False, fp32_layers: Sequence[str] = (),
                      logger: Optional[logging.Logger] = None) -> Dict:
@@ -62,6 +69,10 @@ def quantize_network(model: nn.Module, inputs: Sequence[Tensor], output_path: st
     methods = {"minmax": q.CalibrationMethod.MinMax, "entropy": q.CalibrationMethod.Entropy,
                "percentile": q.CalibrationMethod.Percentile}
     log = logger or logging.getLogger("retdet")
+    if observer != "minmax" and len({tuple(t.shape) for t in inputs}) > 1:
+        # ONNX Runtime's histogram calibrators stack each tensor over the inputs: give them one size
+        # (zero padding, which is what the model's own padding of a batch is after normalisation).
+        inputs = pad_to_common_size(inputs)
     with tempfile.TemporaryDirectory() as tmp:
         fp32, optimised = os.path.join(tmp, "network_fp32.onnx"), os.path.join(tmp, "network_fp32_opt.onnx")
         export_network(model, inputs[0], fp32)
