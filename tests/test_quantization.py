@@ -251,3 +251,21 @@ def test_openvino_runs_the_int8_artifact(trained, int8_dir):
     attach_quantized(model, int8_dir, backend="openvino")
     assert "openvino" in model.network_runtime_description
     assert agreement(fp32, Predictor(cfg, model)(images)) >= 0.9
+
+
+def test_the_entropy_observer_is_not_minmax_in_disguise(trained, tmp_path):
+    """ONNX Runtime's entropy calibrator with its default bins can only return the full range; ours
+    passes 2048 -> 128 bins, so some activation ranges must be narrower than minmax's."""
+    cfg, weights = trained
+    model = _fp32(cfg, weights)
+    inputs = calibration_tensors(model, calibration_images(cfg, 2, seed=0))
+    inputs = [inputs[0]] * 2  # one size: the histogram calibrator needs no padding
+    scales = {}
+    for observer in ("minmax", "entropy"):
+        path = str(tmp_path / f"{observer}.onnx")
+        quantize_network(model, inputs, path, observer=observer)
+        scales[observer] = {t.name: float(numpy_helper.to_array(t)) for t in onnx.load(path).graph.initializer
+                            if t.name.endswith("_scale") and numpy_helper.to_array(t).ndim == 0}
+    common = scales["minmax"].keys() & scales["entropy"].keys()
+    narrower = [k for k in common if scales["entropy"][k] < scales["minmax"][k] * 0.99]
+    assert len(common) > 20 and len(narrower) >= len(common) // 4, (len(common), len(narrower))

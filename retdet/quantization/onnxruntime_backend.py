@@ -25,6 +25,10 @@ from torch import Tensor, nn
 from .network_onnx import export_network, nodes_under
 
 OBSERVERS = ("minmax", "entropy", "percentile")
+# ONNX Runtime's entropy calibrator defaults to as many histogram bins as quantized bins (128), where
+# the only candidate range is the full one (it equals minmax), and quantize_static does not pass the
+# bin counts on: the ranges are computed here with TensorRT's setting (2048 bins -> 128) instead.
+HISTOGRAM_BINS = {"entropy": {"num_bins": 2048, "num_quantized_bins": 128}}
 # Operators given int8 inputs and outputs; the others (normalisation, shapes) run in float32 between them.
 QUANTIZED_OPS = ["Conv", "Add", "Relu", "MaxPool", "Resize"]
 
@@ -46,6 +50,17 @@ class _Reader:
 
     def get_next(self) -> Optional[Dict]:
         return next(self._items, None)
+
+
+def _calibrate_histogram(model_path: str, inputs: Sequence[Tensor], method, bins: Dict, cache: str, tmp: str) -> None:
+    """Activation ranges by a histogram observer with the given bin counts, written as ONNX Runtime's
+    calibration cache (which quantize_static then reads instead of calibrating)."""
+    from onnxruntime.quantization.calibrate import create_calibrator, save_tensors_data
+
+    calibrator = create_calibrator(model_path, QUANTIZED_OPS, augmented_model_path=os.path.join(tmp, "augmented.onnx"),
+                                   calibrate_method=method, extra_options={"symmetric": False, **bins})
+    calibrator.collect_data(_Reader(inputs))
+    save_tensors_data(calibrator.compute_data(), cache)
 
 
 def pad_to_common_size(inputs: Sequence[Tensor]) -> List[Tensor]:
@@ -89,8 +104,13 @@ def quantize_network(model: nn.Module, inputs: Sequence[Tensor], output_path: st
         log.info("quantizing %d nodes (%d convolutions) with the %s observer on %d calibration images%s",
                  len(proto.graph.node), sum(n.op_type == "Conv" for n in proto.graph.node), observer, len(inputs),
                  f"; kept in float32: {len(excluded)} nodes of {list(fp32_layers)}" if excluded else "")
+        cache = None
+        if observer in HISTOGRAM_BINS:
+            cache = os.path.join(tmp, "ranges.json")
+            _calibrate_histogram(optimised, inputs, methods[observer], HISTOGRAM_BINS[observer], cache, tmp)
         q.quantize_static(
-            optimised, output_path, _Reader(inputs), quant_format=q.QuantFormat.QDQ, per_channel=per_channel,
+            optimised, output_path, _Reader(inputs), calibration_cache_path=cache, quant_format=q.QuantFormat.QDQ,
+            per_channel=per_channel,
             reduce_range=reduce_range, activation_type=q.QuantType.QUInt8, weight_type=q.QuantType.QInt8,
             op_types_to_quantize=QUANTIZED_OPS, nodes_to_exclude=excluded + affine,
             calibrate_method=methods[observer],
