@@ -129,7 +129,7 @@ def test_int8_detections_match_float32_and_fail_without_calibration(trained, int
     quantize_network(model, blank, str(broken / ARTIFACT_FILE))
     from retdet.quantization.artifact import write_metadata
 
-    write_metadata(str(broken), dict(backend="onnxruntime", num_classes=4, num_anchors=9))
+    write_metadata(str(broken), model)
     attach_quantized(model, str(broken))
     assert agreement(fp32, Predictor(cfg, model)(images)) < 0.5
 

@@ -234,9 +234,7 @@ def int8_variant(ours: nn.Module, model_cfg: Mapping, samples: Sequence[ImageSam
         path = os.path.join(folder, "network_int8.onnx")
         report = quantize_network(ours.cpu(), calibration_tensors(ours, [s.image.cpu() for s in samples]), path)
         log(f"int8: ours quantized on the {len(samples)} benchmark image(s) (minmax observer)")
-        write_metadata(folder, dict(backend="onnxruntime", num_classes=int(ours.num_classes),
-                                    num_anchors=int(ours.anchor_generator.num_anchors), calib_images=len(samples),
-                                    **report))
+        write_metadata(folder, ours, calib_images=len(samples), **report)
         meta = attach_quantized(quantized, folder, logger=None)  # the session holds the graph in memory
     return quantized, meta
 

@@ -50,10 +50,17 @@ def read_metadata(path: str) -> Dict[str, Any]:
     return meta
 
 
-def write_metadata(folder: str, meta: Dict[str, Any]) -> str:
+def head_signature(model: nn.Module) -> Dict[str, int]:
+    """What an int8 network must share with the model it runs in: its head's outputs per location."""
+    return {"num_classes": int(model.head.num_classes), "num_anchors": int(model.anchor_generator.num_anchors)}
+
+
+def write_metadata(folder: str, model: nn.Module, *, backend: str = "onnxruntime", **fields: Any) -> str:
+    """quantization.json for the int8 network in ``folder``, made from ``model`` (whose head
+    signature is recorded and checked on loading), with ``fields`` (how it was made)."""
     path = os.path.join(folder, METADATA_FILE)
     with open(path, "w") as f:
-        json.dump({"format": FORMAT, **meta}, f, indent=2)
+        json.dump({"format": FORMAT, "backend": backend, **head_signature(model), **fields}, f, indent=2)
     return path
 
 
@@ -68,8 +75,7 @@ def attach_quantized(model: nn.Module, path: str, *, backend: Optional[str] = No
     onnx_path = path if path.endswith(".onnx") else os.path.join(path, ARTIFACT_FILE)
     if not os.path.isfile(onnx_path):
         raise FileNotFoundError(f"{onnx_path}: the quantized network is missing from its folder")
-    head = model.head
-    ours = {"num_classes": int(head.num_classes), "num_anchors": int(model.anchor_generator.num_anchors)}
+    ours = head_signature(model)
     theirs = {k: meta.get(k) for k in ours}
     if ours != theirs:
         raise QuantizedArtifactError(f"{path} was quantized for {theirs}, but the config builds {ours}: "

@@ -95,11 +95,9 @@ def main(argv=None) -> int:
     onnx_path = os.path.join(args.output, ARTIFACT_FILE)
     report = quantize_network(model, calibration_tensors(model, images), onnx_path, observer=args.observer,
                               reduce_range=args.reduce_range, fp32_layers=fp32_layers, logger=logger)
-    meta = dict(config=os.path.abspath(args.config), overrides=list(args.opts), weights=os.path.abspath(args.weights),
-                backend=args.backend, calib_images=len(images), seed=args.seed,
-                num_classes=int(model.head.num_classes), num_anchors=int(model.anchor_generator.num_anchors),
-                weights_bytes=os.path.getsize(args.weights), **report)
-    write_metadata(args.output, meta)
+    write_metadata(args.output, model, backend=args.backend, config=os.path.abspath(args.config),
+                   overrides=list(args.opts), weights=os.path.abspath(args.weights), calib_images=len(images),
+                   seed=args.seed, weights_bytes=os.path.getsize(args.weights), **report)
     save_config(cfg, args.output)
     logger.info("int8 network written to %s in %.0f s: %.2f MB (float32 graph %.2f MB, %.2fx smaller)", onnx_path,
                 time.perf_counter() - start, report["int8_onnx_bytes"] / 2**20, report["fp32_onnx_bytes"] / 2**20,
