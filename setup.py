@@ -63,6 +63,7 @@ COMMANDS = {
     "retdet-train": "train_net", "retdet-benchmark": "benchmark", "retdet-demo": "demo", "retdet-export": "export",
     "retdet-analyze": "analyze_model", "retdet-visualize": "visualize_data", "retdet-convert-weights": "convert_weights",
     "retdet-soak": "soak", "retdet-convert-dataset": "convert_dataset", "retdet-quantize": "quantize",
+    "retdet-prune": "prune",
 }
 
 setup(
@@ -78,7 +79,8 @@ setup(
     # submission (tools/train_net.py --slurm). The tests install both (requirements-test.txt).
     # int8 inference (tools/quantize.py) needs onnx and onnxruntime; OpenVINO is a second runtime for it.
     extras_require={"fast-eval": ["faster-coco-eval==1.8.0"], "slurm": ["submitit==1.5.4"],
-                    "int8": ["onnx>=1.16", "onnxruntime>=1.20"], "openvino": ["openvino==2026.4.1"]},
+                    "int8": ["onnx>=1.16", "onnxruntime>=1.20"], "openvino": ["openvino==2026.4.1"],
+                    "prune": ["torch-pruning==1.6.1"]},
     ext_modules=[extension()],
     cmdclass={"build_ext": BuildExtension},
     zip_safe=False,

@@ -39,6 +39,8 @@ __all__ = [
     "HOOKS",
     "EVALUATORS",
     "POSTPROCESSORS",
+    "PRUNING_IMPORTANCES",
+    "DISTILL_LOSSES",
 ]
 
 T = TypeVar("T")
@@ -155,6 +157,8 @@ LR_SCHEDULERS: Registry = Registry("lr_schedulers")
 HOOKS: Registry = Registry("hooks")
 EVALUATORS: Registry = Registry("evaluators")
 POSTPROCESSORS: Registry = Registry("postprocessors")
+PRUNING_IMPORTANCES: Registry = Registry("pruning_importances")  # channel importance for tools/prune.py
+DISTILL_LOSSES: Registry = Registry("distill_losses")  # student-teacher losses for train.distill
 
 
 def lookup(type_name: str, registry: Optional[Registry] = None) -> Callable[..., Any]:

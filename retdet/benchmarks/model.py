@@ -242,9 +242,11 @@ def int8_variant(ours: nn.Module, model_cfg: Mapping, samples: Sequence[ImageSam
 def inference_benchmark(model_cfg: Mapping, *, device: torch.device, batch_size: int, height: int, width: int,
                         iters: int, warmup: int = 2, amp: bool = False, compare: bool = True,
                         weights: Optional[str] = None, int8: Optional[str] = None,
+                        variants: Optional[Mapping[str, Tuple[Mapping, str]]] = None,
                         log: Callable[[str], None] = print) -> List[Dict[str, Any]]:
     """Rows of ours against torchvision (``compare``); with ``int8`` (an artifact folder or "calibrate")
-    also our int8 network, timed in the same interleaved loop (CPU only)."""
+    also our int8 network, and with ``variants`` ({name: (model config, checkpoint)}: a pruned or a
+    distilled model) each of those, timed in the same interleaved loop against ours."""
     models = build_pair(model_cfg, device=device, training=False, compare=compare, log=log)
     ours, ref = models["ours"], models.get("ref")
     if weights:
@@ -272,6 +274,9 @@ def inference_benchmark(model_cfg: Mapping, *, device: torch.device, batch_size:
             with torch.no_grad():
                 return quantized(samples)
         fns["int8"] = run_int8
+    others = {name: _variant_model(cfg, path, device) for name, (cfg, path) in (variants or {}).items()}
+    for name, other in others.items():
+        fns[name] = _inference_fn(other, samples, device, amp)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     times = interleaved_ms(fns, device=device.type, warmup=warmup, runs=iters)
@@ -291,10 +296,43 @@ def inference_benchmark(model_cfg: Mapping, *, device: torch.device, batch_size:
                     meta["fp32_onnx_bytes"] / 2**20, "MB", False)
         size["speedup"] = meta["fp32_onnx_bytes"] / meta["int8_onnx_bytes"]  # times smaller
         rows.append(size)
+    for name, other in others.items():
+        rows += [_row(f"{name} images/s (ref: ours)", ips[name], ips["ours"], "images/s", True),
+                 _row(f"{name} latency median (ref: ours)", med[name], med["ours"], "ms", False)]
+        rows += _variant_cost(name, other, ours, height, width, device)
     for name, ms in _stage_times(ours, samples, device, max(3, iters // 2), amp).items():
         rows.append(_row(f"{name} (stage)", ms, None, "ms", False))
     rows.extend(network_cost(ours, ref, height, width, device))
     return rows
+
+
+def _variant_cost(name: str, model: nn.Module, ours: nn.Module, height: int, width: int,
+                  device: torch.device) -> List[Dict[str, Any]]:
+    """Parameters and GFLOPs of a variant's network against ours (sizes: no speedup column)."""
+    images = torch.zeros(1, 3, height, width, device=device)
+    rows = [_row(f"{name} parameters (ref: ours)", count_parameters(model)["total"] / 1e6,
+                 count_parameters(ours)["total"] / 1e6, "M", False),
+            _row(f"{name} GFLOPs (network, {height}x{width}; ref: ours)",
+                 flop_analysis(DetectorNetwork(model), images).total() / 1e9,
+                 flop_analysis(DetectorNetwork(ours), images).total() / 1e9, "GFLOPs", False)]
+    for r in rows:
+        r["speedup"] = None
+    return rows
+
+
+def _variant_model(model_cfg: Mapping, weights: str, device: torch.device) -> nn.Module:
+    from retdet.checkpoint import load_weights
+
+    model = build_model(model_cfg).eval()
+    load_weights(model, weights)  # a pruned checkpoint narrows the layers to its widths
+    return model.to(device)
+
+
+def _inference_fn(model: nn.Module, samples, device: torch.device, amp: bool) -> Callable[[], Any]:
+    def run():
+        with torch.no_grad(), _amp(device, amp):
+            return model(samples)
+    return run
 
 
 def _sgd_steps(models: Dict[str, nn.Module], samples, images, targets, device: torch.device, amp: bool,

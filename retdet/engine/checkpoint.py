@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from fvcore.common.checkpoint import Checkpointer as _FvcoreCheckpointer
 
+from retdet.pruning.widths import WIDTHS_KEY
 from retdet.checkpoint.integrity import (CorruptCheckpointError, checkpoint_problem, checksum_line, checksum_path,
                                          load_checkpoint_file, sha256_file)
 
@@ -37,6 +38,9 @@ class Checkpointer(_FvcoreCheckpointer):
         if not self.save_dir or not self.save_to_disk:
             return
         data: Dict[str, Any] = {"model": self.model.state_dict()}
+        widths = getattr(self.model, WIDTHS_KEY, None)
+        if widths:  # a pruned network: its layer widths travel with its weights (retdet/pruning/widths.py)
+            data[WIDTHS_KEY] = widths
         for key, obj in self.checkpointables.items():
             data[key] = obj.state_dict()
         data.update(kwargs)

@@ -118,6 +118,16 @@ class MetricsLog:
                 self.tb.add_scalar(k, v, iteration)
 
 
+def apply_checkpoint_widths(model: nn.Module, path: str) -> None:
+    """Narrow ``model`` to the layer widths of the pruned checkpoint ``path`` (nothing for a dense one)."""
+    from retdet.checkpoint.loader import read_checkpoint
+    from retdet.pruning.widths import apply_widths
+
+    widths = read_checkpoint(path)[1]
+    if widths:
+        apply_widths(model, widths, source=path)
+
+
 def peak_memory_mb(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
@@ -149,7 +159,21 @@ class Trainer:
         check_num_classes(model, cfg["dataloader"]["train"]["dataset"]["names"], where="dataloader.train")
         if train.get("eval_period") or train.get("eval_at_end", True):
             check_num_classes(model, cfg["dataloader"]["test"]["dataset"]["names"], where="dataloader.test")
-        self.optimizer = build_optimizer(cfg["optimizer"], model)
+        path = Checkpointer(model, output_dir).find_resume_checkpoint() if resume else None
+        if path:  # a pruned run resumes with its own widths, before the optimizer takes the parameters
+            apply_checkpoint_widths(model, path)
+        elif train.get("init_checkpoint"):
+            from retdet.checkpoint import load_weights
+
+            load_weights(model, train["init_checkpoint"], logger=logger)
+        # train.distill: the step runs student and teacher (retdet/distillation); checkpoints keep the student
+        self.distiller = None
+        if train.get("distill"):
+            from retdet.distillation import build_distiller
+
+            self.distiller = build_distiller(train["distill"], model, device=self.device)
+        trained = self.distiller if self.distiller is not None else model
+        self.optimizer = build_optimizer(cfg["optimizer"], trained)
         self.scheduler = build_lr_scheduler(cfg["lr_scheduler"], self.optimizer, self.max_iter)
         amp = train.get("amp", {}) or {}
         self.amp_dtype = {"float16": torch.float16, "bfloat16": torch.bfloat16}[amp.get("dtype", "float16")] \
@@ -163,9 +187,10 @@ class Trainer:
                            "rng": self.rng}
         if self.ema is not None:
             checkpointables["ema"] = self.ema
+        if self.distiller is not None:
+            checkpointables["distill"] = self.distiller.losses  # the losses' adapters; never the teacher
         self.checkpointer = Checkpointer(model, output_dir, save_to_disk=comm.is_main_process(), **checkpointables)
         self.start_iter = 0
-        path = self.checkpointer.find_resume_checkpoint() if resume else None
         if path:
             extra = self.checkpointer.load(path)
             self.start_iter = int(extra["iteration"]) + 1
@@ -176,14 +201,11 @@ class Trainer:
             if not resume and self.checkpointer.has_checkpoint():
                 logger.warning("%s holds checkpoints of an earlier run: starting over (pass --resume to continue it)",
                                output_dir)
-            if train.get("init_checkpoint"):
-                from retdet.checkpoint import load_weights
-
-                load_weights(model, train["init_checkpoint"], logger=logger)
-        self.model: nn.Module = model
+        self.detector: nn.Module = model  # what is evaluated and saved (the student when distilling)
+        self.model: nn.Module = trained  # what a training step runs
         if self.world_size > 1:
             self.model = nn.parallel.DistributedDataParallel(
-                model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                trained, device_ids=[self.device.index] if self.device.type == "cuda" else None,
                 find_unused_parameters=False)
         self.preempt_signals = signal_numbers(train.get("preempt_signals", DEFAULT_SIGNALS))
         self.loader, self.dataset = build_train_loader(
@@ -273,7 +295,7 @@ class Trainer:
         self.scaler.update()
         self.scheduler.step()
         if self.ema is not None:
-            self.ema.update(unwrap(self.model))
+            self.ema.update(self.detector)
         values = {k: float(v.detach()) for k, v in loss_dict.items()}
         values["total_loss"] = float(total.detach())
         return comm.reduce_mean_dict(values)
@@ -325,7 +347,7 @@ class Trainer:
                         os.remove(path)
 
     def evaluation_model(self) -> nn.Module:
-        return self.ema.module if self.ema is not None else unwrap(self.model)
+        return self.ema.module if self.ema is not None else self.detector
 
     def evaluate_and_keep_best(self) -> Optional[Dict[str, Any]]:
         results = evaluate(self.cfg, self.evaluation_model(), output_dir=os.path.join(self.output_dir, "eval"),

@@ -8,7 +8,8 @@ two elementwise passes over every activation (forward and backward).
 """
 from __future__ import annotations
 
-from typing import Optional
+import contextlib
+from typing import Iterator, Optional
 
 import torch
 import torch.nn.functional as F
@@ -22,10 +23,26 @@ def frozen_bn_affine(bn: FrozenBatchNorm2d):
     return scale, bn.bias - bn.running_mean * scale
 
 
+_calling_modules = False
+
+
+@contextlib.contextmanager
+def calling_modules() -> Iterator[None]:
+    """Inside it, conv_norm calls the conv and norm modules instead of folding (as under tracing):
+    for tools that follow modules through a forward pass, such as the pruning dependency graph."""
+    global _calling_modules
+    previous, _calling_modules = _calling_modules, True
+    try:
+        yield
+    finally:
+        _calling_modules = previous
+
+
 def conv_norm(x: Tensor, conv: nn.Conv2d, norm: Optional[nn.Module]) -> Tensor:
     """norm(conv(x)); a FrozenBN is folded into the convolution (see the module docstring)."""
     # While tracing (FLOP counting, export) call the modules, so each op is attributed to its module.
-    if not isinstance(norm, FrozenBatchNorm2d) or conv.padding_mode != "zeros" or torch.jit.is_tracing():
+    if (not isinstance(norm, FrozenBatchNorm2d) or conv.padding_mode != "zeros" or torch.jit.is_tracing()
+            or _calling_modules):
         y = conv(x)
         return y if norm is None else norm(y)
     scale, shift = frozen_bn_affine(norm)

@@ -1,6 +1,7 @@
 """RetinaNet (Lin et al. 2017): backbone -> FPN -> shared heads; focal loss; per-level decoding + NMS."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
@@ -46,6 +47,21 @@ def permute_to_N_HWA_K(tensor: Tensor, k: int) -> Tensor:
     """(N, A*K, H, W) -> (N, H*W*A, K), the anchors' order (location-major, then anchor)."""
     n, _, h, w = tensor.shape
     return tensor.view(n, -1, k, h, w).permute(0, 3, 4, 1, 2).reshape(n, -1, k)
+
+
+@dataclass
+class DenseOutputs:
+    """The detector's per-level outputs for a batch, before losses or post-processing.
+
+    features: pyramid levels (N, C, Hi, Wi); anchors: (Hi*Wi*A, 4) per level; logits: (N, Hi*Wi*A, K)
+    per level; deltas: (N, Hi*Wi*A, 4) per level; image_sizes: each image's (h, w) inside the padding.
+    """
+
+    features: List[Tensor]
+    anchors: List[Tensor]
+    logits: List[Tensor]
+    deltas: List[Tensor]
+    image_sizes: List[Tuple[int, int]]
 
 
 @DETECTORS.register()
@@ -162,16 +178,21 @@ class RetinaNet(nn.Module):
         return state
 
     def forward(self, samples: Sequence[ImageSample]) -> Union[Dict[str, Tensor], List[Detections]]:
+        out = self.dense_outputs(samples)
+        if self.training:
+            return self.losses(out.anchors, out.logits, out.deltas, samples)
+        original_sizes = [s.original_size or s.image_size for s in samples]
+        return self.postprocess(out.logits, out.deltas, out.anchors, out.image_sizes, original_sizes,
+                                [s.image_id for s in samples])
+
+    def dense_outputs(self, samples: Sequence[ImageSample]) -> "DenseOutputs":
+        """Everything before losses or post-processing: preprocessing, the network and the anchors
+        (what a distillation loss compares between a student and its teacher)."""
         batch = self.preprocess([s.image for s in samples])
         features, logits, deltas = self._run_network(batch.tensor)
-        anchors = self.anchor_generator(features)
-        logits = [permute_to_N_HWA_K(x, self.num_classes) for x in logits]
-        deltas = [permute_to_N_HWA_K(x, 4) for x in deltas]
-        if self.training:
-            return self.losses(anchors, logits, deltas, samples)
-        original_sizes = [s.original_size or s.image_size for s in samples]
-        return self.postprocess(logits, deltas, anchors, batch.image_sizes, original_sizes,
-                                [s.image_id for s in samples])
+        return DenseOutputs(features=list(features), anchors=self.anchor_generator(features),
+                            logits=[permute_to_N_HWA_K(x, self.num_classes) for x in logits],
+                            deltas=[permute_to_N_HWA_K(x, 4) for x in deltas], image_sizes=batch.image_sizes)
 
     # ---- training --------------------------------------------------------------------------------
 
@@ -205,9 +226,10 @@ class RetinaNet(nn.Module):
         return torch.stack(labels), torch.stack(matched_boxes)
 
     def losses(self, anchors: List[Tensor], logits: List[Tensor], deltas: List[Tensor],
-               samples: Sequence[ImageSample]) -> Dict[str, Tensor]:
+               samples: Sequence[ImageSample], *, labeled: Optional[Tuple[Tensor, Tensor]] = None) -> Dict[str, Tensor]:
+        """labeled: label_anchors()'s result when the caller has it already."""
         all_anchors = torch.cat(anchors)
-        labels, matched_boxes = self.label_anchors(all_anchors, samples)
+        labels, matched_boxes = labeled if labeled is not None else self.label_anchors(all_anchors, samples)
         logits_all, deltas_all = torch.cat(logits, dim=1), torch.cat(deltas, dim=1)  # (N, R, K), (N, R, 4)
         foreground = (labels >= 0) & (labels != self.num_classes)
         if self.loss_normalizer.mode == "per_image":

@@ -84,7 +84,8 @@ def run_model(args) -> list:
     kwargs = dict(device=torch.device(args.device), batch_size=batch, height=h, width=w, iters=args.iters or 10,
                   warmup=args.warmup, amp=args.amp, compare=args.compare == "torchvision")
     if not train:
-        return inference_benchmark(cfg.model, weights=args.weights, int8=args.int8, **kwargs)
+        return inference_benchmark(cfg.model, weights=args.weights, int8=args.int8,
+                                   variants=_variants(args, cfg), **kwargs)
     rows = train_benchmark(cfg.model, fresh_steps=args.fresh_steps, **kwargs)
     try:
         r = data_throughput(cfg, iters=30, warmup=3)
@@ -93,6 +94,27 @@ def run_model(args) -> list:
     except (FileNotFoundError, KeyError, OSError) as e:
         print(f"data time not measured: the config's training data is not available here ({e})")
     return rows
+
+
+def _variants(args, cfg) -> dict:
+    """--variant NAME=WEIGHTS[@CONFIG] -> {NAME: (model config, WEIGHTS)}; CONFIG defaults to --config."""
+    from retdet.config import load_config
+    from retdet.data import resolve_num_classes
+
+    variants = {}
+    for spec in args.variant:
+        name, sep, rest = spec.partition("=")
+        weights, _, config = rest.partition("@")
+        if not sep or not name or not weights:
+            raise SystemExit(f"--variant {spec!r}: expected NAME=WEIGHTS or NAME=WEIGHTS@CONFIG")
+        if not os.path.exists(weights):
+            raise SystemExit(f"--variant {name}: checkpoint not found: {weights}")
+        own = cfg
+        if config:
+            own = load_config(config)
+            resolve_num_classes(own)
+        variants[name] = (own.model, weights)
+    return variants
 
 
 def main() -> None:
@@ -111,6 +133,9 @@ def main() -> None:
     parser.add_argument("--int8", nargs="?", const="calibrate", default=None, metavar="DIR",
                         help="inference: also time our int8 network, from DIR (tools/quantize.py's output) or, "
                              "without DIR, quantized here on the benchmark images (speed only)")
+    parser.add_argument("--variant", action="append", default=[], metavar="NAME=WEIGHTS[@CONFIG]",
+                        help="inference: also time this checkpoint (e.g. a pruned or distilled model; its own "
+                             "config after @) against ours in the same loop (repeatable)")
     parser.add_argument("--fresh-steps", type=int, default=4,
                         help="train: also time this many steps of freshly initialised models at lr 0 (0: skip)")
     parser.add_argument("--images", type=int, default=5000, help="eval: images of the synthetic evaluation")
@@ -120,8 +145,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: CUDA is not available here")
-    if (args.int8 or args.weights) and args.task != "inference":
-        parser.error("--int8 and --weights apply to --task inference")
+    if (args.int8 or args.weights or args.variant) and args.task != "inference":
+        parser.error("--int8, --weights and --variant apply to --task inference")
     if args.compare and args.task not in ("train", "inference"):
         parser.error(f"--compare applies to --task train and inference, not {args.task}")
     results = {"ops": run_ops, "data": run_data, "train": run_model, "inference": run_model,

@@ -29,7 +29,8 @@ def flop_analysis(network: nn.Module, images: Tensor):
     from fvcore.nn import FlopCountAnalysis
 
     logging.getLogger("fvcore").setLevel(logging.ERROR)
-    was_training = network.training
+    # every module's own mode is restored (a fresh wrapper is in training mode, its model may not be)
+    modes = [(m, m.training) for m in network.modules()]
     network.eval()
     try:
         with torch.no_grad():
@@ -37,7 +38,8 @@ def flop_analysis(network: nn.Module, images: Tensor):
             analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
             analysis.total()  # runs the trace now, in eval mode
     finally:
-        network.train(was_training)
+        for m, mode in modes:
+            m.training = mode
     return analysis
 
 
