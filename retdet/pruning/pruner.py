@@ -10,7 +10,6 @@ channels are anchors x classes and anchors x 4) are never pruned on their output
 from __future__ import annotations
 
 import contextlib
-import logging
 import math
 from dataclasses import dataclass
 from typing import Iterable, Iterator, List, Optional, Sequence
@@ -25,9 +24,7 @@ from retdet.registry import PRUNING_IMPORTANCES, build
 from retdet.utils.model_analysis import DetectorNetwork, count_parameters, flop_analysis
 
 from . import importance as _importance  # noqa: F401  (registers the criteria)
-from .widths import record_widths
-
-logger = logging.getLogger("retdet")
+from .widths import WIDTHS_KEY, record_widths
 
 
 class FrozenBNPruner(tp.pruner.function.BasePruningFunc):
@@ -210,7 +207,7 @@ def prune_model(model: nn.Module, *, ratio: float, example: Tensor, importance: 
             pruner.step()
     model.zero_grad(set_to_none=True)
     model.train(was_training)
-    setattr(model, "pruned_widths", record_widths(model))
+    setattr(model, WIDTHS_KEY, record_widths(model))
     if getattr(model, "channels_last", False):
         model.to(memory_format=torch.channels_last)
     return PruningReport(params_before=params_before, params_after=count_parameters(model)["total"],
