@@ -93,9 +93,13 @@ def test_benchmark_rejects_bad_arguments():
     out = subprocess.run([sys.executable, "tools/benchmark.py", "--task", "inference", "--config",
                           "configs/quickstart.py", "--input-size", "800by1216"], cwd=ROOT, capture_output=True, text=True)
     assert out.returncode != 0 and "800x1216 (HxW)" in out.stderr
-    out = subprocess.run([sys.executable, "tools/benchmark.py", "--task", "train", "--int8", "--config",
-                          "configs/quickstart.py"], cwd=ROOT, capture_output=True, text=True)
-    assert out.returncode != 0 and "--int8 and --weights apply to --task inference" in out.stderr
+    for option in (["--int8"], ["--variant", "pruned=model.pth"]):
+        out = subprocess.run([sys.executable, "tools/benchmark.py", "--task", "train", *option, "--config",
+                              "configs/quickstart.py"], cwd=ROOT, capture_output=True, text=True)
+        assert out.returncode != 0 and "--int8, --weights and --variant apply to --task inference" in out.stderr
+    out = subprocess.run([sys.executable, "tools/benchmark.py", "--task", "inference", "--variant", "pruned",
+                          "--config", "configs/quickstart.py"], cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode != 0 and "--variant 'pruned': expected NAME=WEIGHTS or NAME=WEIGHTS@CONFIG" in out.stderr
 
 
 def test_visualize_data_writes_images(tmp_path):
