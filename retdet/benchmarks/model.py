@@ -255,9 +255,7 @@ def inference_benchmark(model_cfg: Mapping, *, device: torch.device, batch_size:
         load_weights(ours, weights)
     samples, images, targets = _to(device, *synthetic_batch(batch_size, height, width, ours.num_classes))
 
-    def run_ours():
-        with torch.no_grad(), _amp(device, amp):
-            return ours(samples)
+    run_ours = _inference_fn(ours, samples, device, amp)
 
     def run_ref():
         with torch.no_grad(), _amp(device, amp):
