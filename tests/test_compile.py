@@ -64,3 +64,41 @@ def test_compile_option_errors_name_the_key():
     cfg.model.compile = "yes"
     with pytest.raises(ValueError, match="model.compile must be True, False or a dict"):
         build_model(cfg.model)
+
+
+def test_frozen_compile_is_inference_only_and_refuses_changed_weights(monkeypatch):
+    """options={'freezing': True} bakes the weights into the graph (no guard sees new values), so the
+    model refuses to train with it and refuses weights changed after the first compiled call. The
+    guard is ours; torch.compile is replaced by a recorder so no inductor build runs here."""
+    compiled = []
+
+    def fake_compile(fn, **kwargs):
+        compiled.append(kwargs)
+        return fn
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    cfg = load_config(TINY)
+    cfg.model.compile = dict(options=dict(freezing=True))
+    torch.manual_seed(0)
+    model = build_model(cfg.model)
+    assert model.freezes_weights
+    with pytest.raises(RuntimeError, match="inference only"):
+        model.train()(_samples())
+    model.eval()
+    with pytest.raises(RuntimeError, match="inference only"):  # eval mode, but gradients on
+        model(_samples())
+    with torch.no_grad():
+        first = model(_samples())
+        again = model(_samples())  # same weights: runs
+    assert compiled == [{"options": {"freezing": True}}]
+    torch.testing.assert_close(again[0].scores, first[0].scores)
+    state = {k: v + 0.01 if v.is_floating_point() else v for k, v in model.state_dict().items()}
+    model.load_state_dict(state)
+    with torch.no_grad(), pytest.raises(RuntimeError, match="weights changed after the network was compiled"):
+        model(_samples())
+    fresh = copy.deepcopy(model)  # a copy compiles for itself, with the weights it has
+    with torch.no_grad():
+        fresh(_samples())
+    # Without freezing, training and changed weights are torch.compile's business (it is not frozen).
+    cfg.model.compile = True
+    assert not build_model(cfg.model).freezes_weights

@@ -130,6 +130,7 @@ class RetinaNet(nn.Module):
         # model) are those of the eager model; a copy compiles itself again when it first runs.
         self.compile_options = compile_options(compile)
         self._compiled_network: Optional[Any] = None
+        self._frozen_versions: Optional[Tuple[int, ...]] = None  # weights a frozen graph was compiled with
         # An external runtime for network() (an int8 graph, see retdet/quantization): inference only.
         self.network_runtime: Optional[Any] = None
         self.network_runtime_description = ""
@@ -166,14 +167,43 @@ class RetinaNet(nn.Module):
             return logits, logits, deltas  # the anchors read only the levels' sizes: the logits have them
         if self.compile_options is None:
             return self.network(images)
+        if self.freezes_weights:
+            self._check_frozen_weights()
         if self._compiled_network is None:
             self._compiled_network = torch.compile(self.network, **self.compile_options)
         return self._compiled_network(images)
+
+    @property
+    def freezes_weights(self) -> bool:
+        """model.compile with options={"freezing": True}: inductor folds the weights into the compiled
+        graph as constants (oneDNN-packed on CPU), an inference-only mode."""
+        return bool(self.compile_options and (self.compile_options.get("options") or {}).get("freezing"))
+
+    def _weight_versions(self) -> Tuple[int, ...]:
+        # Every in-place write (optimizer step, load_state_dict's copy_) bumps a tensor's version.
+        return tuple(t._version for t in (*self.parameters(), *self.buffers()))
+
+    def _check_frozen_weights(self) -> None:
+        """A frozen graph keeps the weights it was compiled with and no guard sees new values: refuse
+        training, and refuse weights that changed after the first compiled call, instead of silently
+        computing with the old ones."""
+        if self.training or torch.is_grad_enabled():
+            raise RuntimeError("model.compile options={'freezing': True} compiles the weights into the graph as "
+                               "constants: it is for inference only (eval mode under torch.no_grad()); train with "
+                               "model.compile=True instead")
+        versions = self._weight_versions()
+        if self._frozen_versions is None:
+            self._frozen_versions = versions
+        elif versions != self._frozen_versions:
+            raise RuntimeError("model.compile options={'freezing': True}: the weights changed after the network was "
+                               "compiled with them (training or load_state_dict after the first inference); build "
+                               "the model again for the new weights")
 
     def __getstate__(self) -> Dict[str, Any]:
         # copy.deepcopy and pickle: the compiled function is bound to this instance; a copy makes its own.
         state = self.__dict__.copy()
         state["_compiled_network"] = None
+        state["_frozen_versions"] = None
         state["network_runtime"] = None  # a runtime session does not copy; a copy runs the module's layers
         return state
 
