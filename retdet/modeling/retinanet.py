@@ -176,7 +176,7 @@ class RetinaNet(nn.Module):
     @property
     def freezes_weights(self) -> bool:
         """model.compile with options={"freezing": True}: inductor folds the weights into the compiled
-        graph as constants (oneDNN-packed on CPU), an inference-only mode."""
+        graph as constants (which it may pre-pack for oneDNN on CPU), an inference-only mode."""
         return bool(self.compile_options and (self.compile_options.get("options") or {}).get("freezing"))
 
     def _weight_versions(self) -> Tuple[int, ...]:
