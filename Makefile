@@ -1,6 +1,7 @@
 # Everything installs into .venv on first use; stamps make a second call reinstall nothing.
 #   make demo   - set up, then run the main job on the embedded default (no downloads)
 #   make test   - set up, then run the test suite
+#   make test-fast - the inner loop: the suite without the slow and the guide tests (pytest markers)
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -21,7 +22,7 @@ export MAX_JOBS ?= 2
 
 CSRC := $(shell find csrc -type f 2>/dev/null)
 
-.PHONY: demo test install clean-build
+.PHONY: demo test test-fast install clean-build
 
 # The main job: train configs/quickstart.py from scratch on the embedded synthetic set, then evaluate.
 demo: $(VENV)/.ext-stamp
@@ -29,6 +30,9 @@ demo: $(VENV)/.ext-stamp
 
 test: $(VENV)/.ext-stamp
 	$(PY) -m pytest -q --durations=15 tests
+
+test-fast: $(VENV)/.ext-stamp
+	$(PY) -m pytest -q --durations=10 -m "not slow and not docs" tests
 
 install: $(VENV)/.ext-stamp
 

@@ -3,14 +3,17 @@
 CPU kernels are always built. CUDA kernels are built when torch sees a GPU and CUDA_HOME is set, or
 when FORCE_CUDA=1 (a build machine without a GPU). TORCH_CUDA_ARCH_LIST picks the GPU
 architectures and MAX_JOBS the parallel compile jobs, as usual for torch extensions.
+RETDET_PREBUILT_EXTENSION=path/to/_C*.so packages that already compiled extension instead of
+compiling csrc/ again (a wheel of the build you have, e.g. the editable install's; tests/test_install.py).
 """
 import glob
 import os
+import shutil
 
 from setuptools import find_packages, setup
 
 import torch
-from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
+from torch.utils.cpp_extension import CUDA_HOME, BuildExtension as TorchBuildExtension, CppExtension, CUDAExtension
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 
@@ -43,6 +46,21 @@ def extension():
         )
     print("retdet: building CPU kernels only (no CUDA found; set FORCE_CUDA=1 and CUDA_HOME to build them)")
     return CppExtension("retdet._C", sorted(sources), extra_compile_args={"cxx": cxx}, extra_link_args=link)
+
+
+class BuildExtension(TorchBuildExtension):
+    """torch's extension builder, or a copy of RETDET_PREBUILT_EXTENSION (see the module doc)."""
+
+    def build_extension(self, ext) -> None:
+        prebuilt = os.environ.get("RETDET_PREBUILT_EXTENSION")
+        if not prebuilt:
+            return super().build_extension(ext)
+        if not os.path.isfile(prebuilt):
+            raise FileNotFoundError(f"RETDET_PREBUILT_EXTENSION={prebuilt}: no such file")
+        target = self.get_ext_fullpath(ext.name)
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        print(f"retdet: packaging the prebuilt extension {prebuilt}")
+        shutil.copy2(prebuilt, target)
 
 
 def config_packages():

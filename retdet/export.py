@@ -1,7 +1,8 @@
 """Exporting a detector, post-processing included, to TorchScript or ONNX.
 
 The exported graph is traced from :class:`ExportableRetinaNet`, which runs the model's own network,
-anchors, box coder and thresholds with shape-agnostic code, so one graph serves every input size:
+anchors and post-processor (its eager code, written to trace shape-agnostically), so one graph serves
+every input size:
 
     boxes (D, 4), scores (D,), labels (D,) = exported(image, image_size)
 
@@ -23,100 +24,64 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from retdet import ops
 from retdet.data.build import build_transforms
-from retdet.engine.predictor import test_resize
+from retdet.data.transforms import test_resize
 from retdet.modeling import permute_to_N_HWA_K
-from retdet.modeling.postprocess import nonempty
+from retdet.modeling.postprocess import NMS_CHOICES
 
 FORMATS = ("torchscript", "onnx")
 
 
 class ExportableRetinaNet(nn.Module):
-    """A built RetinaNet as one traceable function (see the module docstring).
+    """A built RetinaNet as one traceable function (see the module docstring): the model's own network,
+    anchors and post-processor (:meth:`RetinaNetPostProcess.single_image`, which traces).
 
     Args:
-        model: the detector (its parts and weights are used as they are).
+        model: the detector (its parts, weights and post-processing settings are used as they are).
         nms: "retdet" (the compiled op, TorchScript) or "torchvision" (ONNX-exportable).
     """
 
     def __init__(self, model: nn.Module, *, nms: str = "retdet") -> None:
         super().__init__()
-        if nms not in ("retdet", "torchvision"):
+        if nms not in NMS_CHOICES:
             raise ValueError(f"nms must be 'retdet' or 'torchvision', got {nms!r}")
         self.model, self.nms = model.eval(), nms
-        post = model.postprocess
-        self.score_threshold, self.topk = float(post.score_threshold), int(post.topk_per_level)
-        self.nms_threshold, self.max_detections = float(post.nms_threshold), int(post.max_detections)
-        self.clip_before_nms, self.drop_empty = getattr(post, "clip_before_nms", True), getattr(post, "drop_empty", None)
 
     def forward(self, image: Tensor, image_size: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
         model = self.model
         x = (image - model.preprocess.pixel_mean) / model.preprocess.pixel_std
         if model.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        features = model.features(x)
-        logits, deltas = model.head(features)
-        return self.postprocess(logits, deltas, features, image_size)
+        _, logits, deltas = model.network(x)
+        return self.postprocess(logits, deltas, image_size)
 
-    def postprocess(self, logits: List[Tensor], deltas: List[Tensor], features: List[Tensor],
+    def postprocess(self, logits: List[Tensor], deltas: List[Tensor],
                     image_size: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
-        """The head's per-level outputs -> (boxes, scores, labels); ``features`` give the levels' sizes."""
-        model = self.model
-        k = model.num_classes
-        bounds = image_size.flip(0).repeat(2).to(torch.float32)  # (w, h, w, h)
-        boxes_all, scores_all, labels_all = [], [], []
-        for lg, dl, anchors in zip(logits, deltas, model.anchor_generator(features)):
-            scores = torch.sigmoid(permute_to_N_HWA_K(lg, k)[0].float()).flatten()
-            candidates = torch.nonzero(scores > self.score_threshold).flatten()
-            scores = scores[candidates]
-            # The candidate count is data-dependent: keep it a tensor while tracing, or the graph
-            # would remember this image's count.
-            num = torch.clamp(torch.tensor(candidates.shape[0]), max=self.topk) if torch.jit.is_tracing() \
-                else min(self.topk, candidates.shape[0])
-            scores, order = scores.topk(num)
-            candidates = candidates[order]
-            anchor_idx = torch.div(candidates, k, rounding_mode="floor")
-            boxes = model.box_coder.decode(permute_to_N_HWA_K(dl, 4)[0][anchor_idx].float(), anchors[anchor_idx])
-            boxes_all.append(torch.min(boxes.clamp(min=0), bounds) if self.clip_before_nms else boxes)
-            scores_all.append(scores)
-            labels_all.append(candidates % k)
-        boxes, scores, labels = torch.cat(boxes_all), torch.cat(scores_all), torch.cat(labels_all)
-        if self.drop_empty == "before_nms":
-            keep = nonempty(boxes)
-            boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
-        if self.nms == "retdet":
-            keep = ops.batched_nms(boxes, scores, labels, self.nms_threshold)
-        else:
-            import torchvision
-
-            # Classes shifted apart by more than the boxes' extent (unclipped boxes may be negative).
-            # (bounds and 0 in the extent: no boxes at all must not fail, and clipped boxes lie in them)
-            extent = torch.cat([boxes.flatten(), bounds, bounds.new_zeros(1)])
-            offsets = labels.to(boxes.dtype)[:, None] * (extent.max() - extent.min() + 1)
-            keep = torchvision.ops.nms(boxes + offsets, scores, self.nms_threshold)
-        keep = keep[: self.max_detections]
-        boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
-        if not self.clip_before_nms:  # Detectron2's order: NMS first, then clip (here in input pixels)
-            boxes = torch.min(boxes.clamp(min=0), bounds)
-        if self.drop_empty == "after_nms":
-            keep = nonempty(boxes)
-            boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
-        return boxes, scores, labels
+        """The head's per-level (1, A*K, Hi, Wi) and (1, A*4, Hi, Wi) outputs -> (boxes, scores, labels),
+        boxes in the input's pixels."""
+        model, post = self.model, self.model.postprocess
+        # The anchors read only the levels' sizes, which the logits have (the int8 graph gives no features).
+        anchors = model.anchor_generator(logits)
+        dets = post.single_image([permute_to_N_HWA_K(x, model.num_classes)[0].float() for x in logits],
+                                 [permute_to_N_HWA_K(x, 4)[0].float() for x in deltas], anchors, image_size,
+                                 nms=self.nms)
+        dets = post.finish(dets, image_size)
+        return dets.boxes, dets.scores, dets.labels
 
 
-def prepare_input(image: np.ndarray, cfg: Mapping, *, input_format: str = "BGR") -> Tuple[Tensor, Tensor, Tensor]:
+def prepare_input(image: np.ndarray, cfg: Mapping, model: nn.Module, *,
+                  input_format: str = "BGR") -> Tuple[Tensor, Tensor, Tensor]:
     """A raw (H, W, 3) uint8 image -> (image (1, 3, Hp, Wp), image_size (2,), scale (4,)): the
-    exported model's inputs and the factors taking its boxes back to the raw image's pixels."""
-    model_cfg = cfg.model
-    if input_format != model_cfg.get("input_format", "BGR"):
+    exported ``model``'s inputs and the factors taking its boxes back to the raw image's pixels.
+    Resized by the config's test transforms; channel order, padding and pixel mean are the model's."""
+    preprocess = model.preprocess
+    if input_format != preprocess.input_format:
         image = image[:, :, ::-1]
     resized = test_resize(build_transforms(cfg.get("dataloader", {}).get("test", {}).get("transforms", [])), image)
     h, w = resized.shape[:2]
-    div = max(int(model_cfg.get("size_divisibility", 32)), 1)
+    div = max(preprocess.size_divisibility, 1)
     hp, wp = -(-h // div) * div, -(-w // div) * div
-    mean = torch.tensor(model_cfg.get("pixel_mean"), dtype=torch.float32).view(3, 1, 1)
-    padded = mean.expand(3, hp, wp).clone()
+    padded = preprocess.pixel_mean.detach().float().cpu().expand(3, hp, wp).clone()
     padded[:, :h, :w] = torch.from_numpy(np.ascontiguousarray(resized.transpose(2, 0, 1))).float()
     sy, sx = image.shape[0] / h, image.shape[1] / w
     return padded[None], torch.tensor([h, w]), torch.tensor([sx, sy, sx, sy], dtype=torch.float32)
@@ -131,8 +96,7 @@ class _Postprocess(nn.Module):
 
     def forward(self, image_size: Tensor, *outputs: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
         half = len(outputs) // 2
-        logits, deltas = list(outputs[:half]), list(outputs[half:])
-        return self.wrapper.postprocess(logits, deltas, logits, image_size)
+        return self.wrapper.postprocess(list(outputs[:half]), list(outputs[half:]), image_size)
 
 
 def export_model(model: nn.Module, example: Tuple[Tensor, Tensor], path: str, fmt: str) -> str:
@@ -144,7 +108,7 @@ def export_model(model: nn.Module, example: Tuple[Tensor, Tensor], path: str, fm
 
     if fmt not in FORMATS:
         raise ValueError(f"unsupported export format {fmt!r}: choose one of {', '.join(FORMATS)}")
-    if getattr(model, "network_runtime", None) is not None:
+    if model.runner.runtime is not None:
         if fmt != "onnx":
             raise ValueError(f"an int8 model exports to ONNX (QDQ) only, not {fmt!r}: use --format onnx")
         return export_quantized_onnx(model, example, path)
@@ -187,11 +151,12 @@ def export_quantized_onnx(model: nn.Module, example: Tuple[Tensor, Tensor], path
     import onnx
     from onnx import compose, helper, numpy_helper
 
-    network = onnx.load(model.network_artifact)
+    network = onnx.load(model.runner.artifact)
     image, image_size = example
     with torch.no_grad():
         x = (image - model.preprocess.pixel_mean) / model.preprocess.pixel_std
-        _, logits, deltas = model._run_network(x)
+        outputs = model.runner(model, x)  # the int8 graph's outputs: example inputs of the post-processing
+    logits, deltas = outputs.logits, outputs.deltas
     names = [o.name for o in network.graph.output]
     dynamic = {"image_size": {}, **{n: {2: f"h_{n}", 3: f"w_{n}"} for n in names},
                "boxes": {0: "detections"}, "scores": {0: "detections"}, "labels": {0: "detections"}}

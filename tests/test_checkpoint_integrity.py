@@ -14,7 +14,7 @@ from retdet.engine import Trainer
 from retdet.modeling import build_model
 
 from .conftest import ROOT
-from .test_engine import TINY, losses_by_iteration, train_net
+from .helpers.training import TINY, losses_by_iteration, train_net
 
 
 @pytest.fixture(scope="module")
@@ -92,13 +92,13 @@ def test_a_corrupt_file_given_explicitly_is_a_clear_error(run_dir, tmp_path):
 def test_eval_only_falls_back_to_the_newest_intact_checkpoint(run_dir, tmp_path):
     run = copy_run(run_dir, tmp_path / "run")
     truncate(run / "model_final.pth")
-    out = train_net("--config", TINY, "--output-dir", str(run), "--eval-only")
+    out = train_net("--config", TINY, "--output-dir", str(run), "--eval-only", in_process=True)
     assert "Skipping checkpoint" in out.stdout + out.stderr
     assert f"Loaded {run / 'model_0000002.pth'}" in out.stdout + out.stderr
     assert "Evaluation on synthetic_shapes_val" in out.stdout
     # named explicitly, the corrupt file is an error that names the intact alternative
     out = train_net("--config", TINY, "--output-dir", str(run), "--eval-only", "--weights", str(run / "model_final.pth"),
-                    expect_ok=False)
+                    expect_ok=False, in_process=True)
     assert out.returncode != 0 and f"CorruptCheckpointError: checkpoint {run / 'model_final.pth'} is corrupt" in out.stderr
     assert f"pass --weights {run / 'model_0000002.pth'}" in out.stderr
 
@@ -109,6 +109,7 @@ def _limit_file_size():
     resource.setrlimit(resource.RLIMIT_FSIZE, (4 << 20, 4 << 20))
 
 
+@pytest.mark.slow
 def test_a_failing_checkpoint_write_replaces_nothing(run_dir, tmp_path):
     run = copy_run(run_dir, tmp_path / "run")
     for f in ("model_final.pth", "model_final.pth.sha256"):

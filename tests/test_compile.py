@@ -9,7 +9,7 @@ from retdet.config import load_config
 from retdet.modeling import build_model
 from retdet.structures import ImageSample
 
-from .test_engine import TINY
+from .helpers.training import TINY
 
 
 def _samples(n=2, seed=0):
@@ -43,7 +43,7 @@ def test_compiled_network_matches_eager():
     for a, b in zip(_train_steps(eager), _train_steps(compiled)):
         for k in a:
             assert b[k] == pytest.approx(a[k], rel=1e-4, abs=1e-6), k
-    assert compiled._compiled_network is not None  # it did run compiled
+    assert compiled.runner._compiled is not None  # it did run compiled
     for p, q in zip(eager.parameters(), compiled.parameters()):
         torch.testing.assert_close(q, p, rtol=1e-3, atol=1e-5)
     # Inference (eval mode, no grad: its own graph) gives the same detections.
@@ -53,7 +53,7 @@ def test_compiled_network_matches_eager():
             torch.testing.assert_close(b.scores, a.scores, rtol=1e-3, atol=1e-4)
             torch.testing.assert_close(b.boxes, a.boxes, rtol=1e-3, atol=1e-2)
     ema = copy.deepcopy(compiled)  # the EMA model is a copy: it must not run the original's network
-    assert ema._compiled_network is None and ema.compile_options == {}
+    assert ema.runner._compiled is None and ema.runner.compile_options == {}
 
 
 def test_compile_option_errors_name_the_key():
@@ -81,7 +81,7 @@ def test_frozen_compile_is_inference_only_and_refuses_changed_weights(monkeypatc
     cfg.model.compile = dict(options=dict(freezing=True))
     torch.manual_seed(0)
     model = build_model(cfg.model)
-    assert model.freezes_weights
+    assert model.runner.freezes_weights
     with pytest.raises(RuntimeError, match="inference only"):
         model.train()(_samples())
     model.eval()
@@ -101,4 +101,4 @@ def test_frozen_compile_is_inference_only_and_refuses_changed_weights(monkeypatc
         fresh(_samples())
     # Without freezing, training and changed weights are torch.compile's business (it is not frozen).
     cfg.model.compile = True
-    assert not build_model(cfg.model).freezes_weights
+    assert not build_model(cfg.model).runner.freezes_weights

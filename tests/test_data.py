@@ -9,7 +9,7 @@ import torch
 
 from retdet.data import (
     DetectionDataset, GroupedBatchSampler, ImageReadError, InferenceSampler, TrainingSampler, build_train_loader,
-    collate_padded, get_dataset, read_image, register_coco,
+    get_dataset, read_image, register_coco,
 )
 from retdet.data.catalog import _CACHE, _LOADERS
 from retdet.data.synthetic import CLASSES, generate_synthetic_shapes
@@ -319,5 +319,3 @@ def test_train_loader_batches_are_deterministic(registered):
     for x, y in zip(first, again):
         for s, t in zip(x, y):
             assert s.image_id == t.image_id and torch.equal(s.image, t.image) and torch.equal(s.gt_boxes, t.gt_boxes)
-    padded = collate_padded(first[0], size_divisibility=32)
-    assert padded.images.shape[-1] % 32 == 0 and len(padded.boxes) == 2

@@ -7,19 +7,16 @@ import os
 import pytest
 import torch
 
+from retdet.checkpoint import Checkpointer
 from retdet.config import load_config
 from retdet.distillation import DistillInputs, FeatureImitationLoss, LogitDistillLoss
 from retdet.engine import Trainer
-from retdet.engine.checkpoint import Checkpointer
 from retdet.modeling import build_model
 from retdet.modeling.retinanet import DenseOutputs
 
-from .conftest import ROOT
-from .test_engine import losses_by_iteration, train_net
+from .helpers.training import TINY, USER_COMPRESSION as USER_MODULE, USER_HOOKS, losses_by_iteration, train_net
 from .test_pruning import user_module  # noqa: F401  (fixture)
 
-TINY = os.path.join(ROOT, "tests", "configs", "tiny_train.py")
-USER_MODULE = os.path.join(ROOT, "tests", "user_compression.py")
 
 
 def _outputs(logits, features=()):
@@ -158,15 +155,16 @@ def test_unknown_distill_keys_and_losses_are_named(teacher, tmp_path):
         Trainer(cfg, output_dir=str(tmp_path / "b"))
 
 
+@pytest.mark.slow
 def test_kill_and_resume_of_a_distillation_run_logs_the_same_losses(teacher, tmp_path):
-    hooks_file = os.path.join(ROOT, "tests", "user_hooks.py")
+    hooks_file = USER_HOOKS
     full, killed = str(tmp_path / "full"), str(tmp_path / "killed")
     distill = _distill(teacher)
-    train_net("--config", TINY, "--output-dir", full, *distill)
+    train_net("--config", TINY, "--output-dir", full, *distill, in_process=True)
     out = train_net("--config", TINY, "--output-dir", killed, "--import", hooks_file, *distill,
                     "+train.hooks=[dict(type='KillAtIteration', iteration=4)]", expect_ok=False)
     assert out.returncode == -9
-    train_net("--config", TINY, "--output-dir", killed, "--resume", *distill)
+    train_net("--config", TINY, "--output-dir", killed, "--resume", *distill, in_process=True)
     a, b = losses_by_iteration(full), losses_by_iteration(killed)
     assert sorted(a) == sorted(b) == list(range(6))
     for it in range(3, 6):

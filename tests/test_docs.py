@@ -18,6 +18,8 @@ import pytest
 
 from .conftest import ROOT
 
+pytestmark = pytest.mark.docs
+
 GUIDES = ["README.md"] + sorted(os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, "docs", "*.md")))
 MARKER = re.compile(r"<!--\s*(not run|needs|file):\s*(.*?)\s*-->")
 OUTSIDE_THE_REPOSITORY = {"docs/your_project.md"}  # tests/test_install.py runs it

@@ -4,8 +4,6 @@ import io
 import json
 import math
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -16,22 +14,7 @@ from retdet.engine import NonFiniteLossError, Trainer
 from retdet.engine.optim import build_lr_scheduler, build_optimizer, param_groups
 from retdet.modeling import build_model
 
-from .conftest import ROOT
-
-TINY = os.path.join(ROOT, "tests", "configs", "tiny_train.py")
-
-
-def train_net(*args, expect_ok=True, timeout=600):
-    out = subprocess.run([sys.executable, "tools/train_net.py", *args], cwd=ROOT, capture_output=True, text=True,
-                         timeout=timeout, env=dict(os.environ, PYTHONPATH=ROOT))
-    if expect_ok:
-        assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    return out
-
-
-def losses_by_iteration(output_dir):
-    rows = [json.loads(line) for line in open(os.path.join(output_dir, "metrics.json"))]
-    return {r["iteration"]: r["total_loss"] for r in rows if "total_loss" in r}
+from .helpers.training import TINY, USER_HOOKS, losses_by_iteration, train_net
 
 
 # ---- optimiser and schedule ---------------------------------------------------------------------
@@ -74,8 +57,7 @@ def test_adamw_builds():
 # ---- the trainer in-process -----------------------------------------------------------------------
 
 def test_nan_loss_stops_with_a_clear_message(tmp_path):
-    sys.path.insert(0, os.path.join(ROOT, "tests"))
-    import user_hooks  # noqa: F401  (registers InjectNaN)
+    from .helpers import user_hooks  # noqa: F401  (registers InjectNaN)
 
     cfg = load_config(TINY, ["+train.hooks=[dict(type='InjectNaN', iteration=4)]", "train.max_iter=6"])
     trainer = Trainer(cfg, output_dir=str(tmp_path))
@@ -100,22 +82,24 @@ def test_checkpoints_keep_last_and_pointer(tmp_path):
 # ---- command line: fail fast, eval-only, resume, two workers --------------------------------------
 
 def test_unknown_config_key_fails_before_any_work(tmp_path):
-    out = train_net("--config", TINY, "--output-dir", str(tmp_path / "run"), "model.head.num_conv=2", expect_ok=False)
+    out = train_net("--config", TINY, "--output-dir", str(tmp_path / "run"), "model.head.num_conv=2", expect_ok=False,
+                    in_process=True)
     assert out.returncode != 0 and "unknown config key 'model.head.num_conv'" in out.stderr
     assert "Did you mean 'model.head.num_convs'" in out.stderr
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow
 def test_kill_and_resume_logs_the_same_losses(tmp_path):
-    hooks_file = os.path.join(ROOT, "tests", "user_hooks.py")
+    hooks_file = USER_HOOKS
     full, killed = str(tmp_path / "full"), str(tmp_path / "killed")
-    train_net("--config", TINY, "--output-dir", full)
+    train_net("--config", TINY, "--output-dir", full, in_process=True)
     # killed after iteration 4, two iterations past its checkpoint at 2: those records are written again
     out = train_net("--config", TINY, "--output-dir", killed, "--import", hooks_file,
                     "+train.hooks=[dict(type='KillAtIteration', iteration=4)]", expect_ok=False)
     assert out.returncode == -9  # SIGKILL
     assert open(os.path.join(killed, "last_checkpoint")).read() == "model_0000002.pth"
-    train_net("--config", TINY, "--output-dir", killed, "--resume")
+    train_net("--config", TINY, "--output-dir", killed, "--resume", in_process=True)
     a, b = losses_by_iteration(full), losses_by_iteration(killed)
     assert sorted(a) == list(range(6)) and sorted(b) == list(range(6))
     records = [json.loads(line)["iteration"] for line in open(os.path.join(killed, "metrics.json"))]
@@ -124,13 +108,14 @@ def test_kill_and_resume_logs_the_same_losses(tmp_path):
         assert b[it] == pytest.approx(a[it], rel=1e-6, abs=1e-7), f"iteration {it}"
 
 
+@pytest.mark.slow
 def test_two_gloo_workers_match_one_process(tmp_path):
     one, two = str(tmp_path / "one"), str(tmp_path / "two")
     # One image size for all: padding (and so the anchors and GroupNorm statistics) is then the
     # same whether 4 images share a batch or 2 + 2 are split over two workers.
     same_size = "dataloader.train.transforms=[dict(type='ScaleJitterCrop', output_size=(128, 128), scale_range=(1.0, 1.0))]"
     args = ["--config", TINY, "train.max_iter=3", "train.checkpoint_period=0", same_size]
-    train_net(*args, "--output-dir", one)
+    train_net(*args, "--output-dir", one, in_process=True)
     train_net(*args, "--output-dir", two, "--num-gpus", "2")
     a, b = losses_by_iteration(one), losses_by_iteration(two)
     assert sorted(a) == sorted(b) == [0, 1, 2]
@@ -140,8 +125,9 @@ def test_two_gloo_workers_match_one_process(tmp_path):
 
 def test_eval_only_on_a_saved_checkpoint(tmp_path):
     run = str(tmp_path / "run")
-    train_net("--config", TINY, "--output-dir", run, "train.max_iter=2")
-    out = train_net("--config", TINY, "--output-dir", run, "--eval-only", "--weights", os.path.join(run, "model_final.pth"))
+    train_net("--config", TINY, "--output-dir", run, "train.max_iter=2", in_process=True)
+    out = train_net("--config", TINY, "--output-dir", run, "--eval-only", "--weights", os.path.join(run, "model_final.pth"),
+                    in_process=True)
     assert "Evaluation on synthetic_shapes_val (120 images)" in out.stdout
     assert os.path.exists(os.path.join(run, "eval", "coco_results.json")) or "no detections" in out.stdout
 
@@ -193,8 +179,9 @@ def test_evaluator_numbers_equal_cocoeval(tmp_path):
     assert os.path.exists(tmp_path / "pr_curves.png") and os.path.exists(tmp_path / "detections.png")
 
 
+@pytest.mark.slow
 def test_a_failing_worker_stops_all_with_its_traceback(tmp_path):
-    hooks_file = os.path.join(ROOT, "tests", "user_hooks.py")
+    hooks_file = USER_HOOKS
     out = train_net("--config", TINY, "--output-dir", str(tmp_path / "run"), "--num-gpus", "2", "--import", hooks_file,
                     "+train.hooks=[dict(type='FailOnRank', rank=1, iteration=1)]", expect_ok=False, timeout=300)
     assert out.returncode != 0

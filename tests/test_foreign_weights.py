@@ -26,7 +26,7 @@ from retdet.tools.convert_weights import ConversionError, check_against_model
 from retdet.tools.convert_weights import main as convert_main
 
 from .conftest import CONFIGS
-from .foreign_checkpoints import A, K, STAGES, caffe2_resnet50_blobs, d2_retinanet_state, mmdet_retinanet_state
+from .helpers.foreign_checkpoints import A, K, STAGES, caffe2_resnet50_blobs, d2_retinanet_state, mmdet_retinanet_state
 
 D2_CONFIG = f"{CONFIGS}/compat/retinanet_R50_FPN_detectron2.py"
 MM_CONFIG = f"{CONFIGS}/compat/retinanet_R50_FPN_mmdet.py"

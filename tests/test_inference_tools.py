@@ -1,23 +1,15 @@
 """tools/demo.py, tools/analyze_model.py and tools/export.py on a small model and tiny inputs."""
 import json
 import os
-import subprocess
-import sys
 
 import cv2
 import numpy as np
 import pytest
 import torch
 
-from .conftest import ROOT
+from .conftest import ROOT, run_tool
 
 CONFIG = "configs/quickstart.py"
-
-
-def run(*args, ok=True):
-    out = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert (out.returncode == 0) == ok, out.stdout + out.stderr
-    return out.stdout + out.stderr
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +44,7 @@ def images(tmp_path_factory):
 
 
 def test_demo_on_folder_writes_drawings_and_coco_results(tmp_path, weights, images):
-    out = run("tools/demo.py", "--config", CONFIG, "--weights", weights, "--input", str(images),
+    out = run_tool("tools/demo.py", "--config", CONFIG, "--weights", weights, "--input", str(images),
               "--output", str(tmp_path), "--score-thresh", "0.3")
     assert "skipped: cannot decode image" in out and "broken.jpg" in out and "images 4/4" in out
     assert "3 drawn images" in out and "(1 unreadable, skipped)" in out
@@ -80,7 +72,7 @@ def test_demo_on_video(tmp_path, weights):
         cv2.rectangle(frame, (10 + 5 * i, 10), (50 + 5 * i, 60), (0, 255, 0), -1)
         writer.write(frame)
     writer.release()
-    out = run("tools/demo.py", "--config", CONFIG, "--weights", weights, "--input", video,
+    out = run_tool("tools/demo.py", "--config", CONFIG, "--weights", weights, "--input", video,
               "--output", str(tmp_path / "out"), "--score-thresh", "0.3")
     assert "frames 4/4" in out
     capture = cv2.VideoCapture(str(tmp_path / "out" / "clip_detections.mp4"))
@@ -90,10 +82,10 @@ def test_demo_on_video(tmp_path, weights):
 
 
 def test_demo_errors_name_the_input(tmp_path, weights):
-    out = run("tools/demo.py", "--config", CONFIG, "--weights", weights, "--input", str(tmp_path / "nope.jpg"),
+    out = run_tool("tools/demo.py", "--config", CONFIG, "--weights", weights, "--input", str(tmp_path / "nope.jpg"),
               "--output", str(tmp_path), ok=False)
     assert "nope.jpg: no such file or folder" in out
-    out = run("tools/demo.py", "--config", CONFIG, "--weights", str(tmp_path / "missing.pth"), "--input",
+    out = run_tool("tools/demo.py", "--config", CONFIG, "--weights", str(tmp_path / "missing.pth"), "--input",
               str(tmp_path), "--output", str(tmp_path), ok=False)
     assert "checkpoint not found" in out and "missing.pth" in out
 
@@ -102,10 +94,9 @@ def test_analyze_model_tables_match_fvcore():
     from fvcore.nn import FlopCountAnalysis
 
     from retdet.config import load_config
-    from retdet.modeling import build_model
-    from retdet.utils.model_analysis import DetectorNetwork
+    from retdet.modeling import DetectorNetwork, build_model
 
-    out = run("tools/analyze_model.py", "--config", CONFIG, "--input-size", "128x160")
+    out = run_tool("tools/analyze_model.py", "--config", CONFIG, "--input-size", "128x160")
     assert "backbone" in out and "neck" in out and "head" in out and "#parameters or shape" in out
     model = build_model(load_config(os.path.join(ROOT, CONFIG)).model).eval()
     expected = FlopCountAnalysis(DetectorNetwork(model), torch.zeros(1, 3, 128, 160))
@@ -130,7 +121,7 @@ def test_export_matches_eager(tmp_path, weights, images, fmt, opts):
     check.mkdir()
     for name in ("img0.png", "img1.png", "img2.png"):
         (check / name).write_bytes((images / name).read_bytes())
-    out = run("tools/export.py", "--config", CONFIG, "--weights", weights, "--format", fmt,
+    out = run_tool("tools/export.py", "--config", CONFIG, "--weights", weights, "--format", fmt,
               "--output", str(tmp_path / "out"), "--check-images", str(check), *opts)
     assert "exported == eager on 3 images" in out
     detections = int(out.split("exported == eager on 3 images (")[1].split(" ")[0])
@@ -150,8 +141,8 @@ def test_exported_graph_with_no_detections(weights):
     for post in ({}, {"clip_before_nms": False, "drop_empty": "after_nms"}):
         for key, value in post.items():
             setattr(model.postprocess, key, value)
+        model.postprocess.score_threshold = 1.0
         graph = ExportableRetinaNet(model, nms="torchvision")
-        graph.score_threshold = 1.0
         with torch.no_grad():
             boxes, scores, labels = graph(torch.full((1, 3, 128, 128), 100.0), torch.tensor([120, 100]))
         assert boxes.shape == (0, 4) and scores.shape == (0,) and labels.shape == (0,)
@@ -175,5 +166,5 @@ def test_export_compare_catches_differences():
 
 
 def test_export_rejects_unsupported_format(tmp_path, weights):
-    out = run("tools/export.py", "--config", CONFIG, "--weights", weights, "--format", "tflite", ok=False)
+    out = run_tool("tools/export.py", "--config", CONFIG, "--weights", weights, "--format", "tflite", ok=False)
     assert "--format 'tflite' is not supported: choose one of torchscript, onnx" in out

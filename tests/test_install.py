@@ -3,8 +3,9 @@ virtual environment (which reuses this environment's torch and other dependencie
 file, not the repository), and docs/your_project.md is run from a folder outside the repository:
 a registered backbone of the user's own, a shipped config extended by name, training, evaluation.
 
-The wheel is built with the CPU kernels only, to keep CI short (`make` compiles the CUDA kernels);
-RETDET_TEST_WHEEL=path/to.whl reuses a wheel built before.
+The wheel packages the extension this environment has built (`make`'s editable install:
+RETDET_PREBUILT_EXTENSION, see setup.py) instead of compiling csrc/ a second time; without one it is
+compiled with the CPU kernels only. RETDET_TEST_WHEEL=path/to.whl reuses a wheel built before.
 """
 import glob
 import os
@@ -16,6 +17,8 @@ import sys
 import pytest
 
 from .conftest import ROOT
+
+pytestmark = [pytest.mark.docs, pytest.mark.slow]
 from .test_docs import bash_blocks
 
 
@@ -38,6 +41,9 @@ def venv(tmp_path_factory):
         src = tracked_sources(str(work / "src"))
         env = {k: v for k, v in os.environ.items() if k not in ("CUDA_HOME", "TORCH_CUDA_ARCH_LIST")}
         env["FORCE_CUDA"] = "0"
+        built = glob.glob(os.path.join(ROOT, "retdet", "_C*.so"))
+        if built:
+            env["RETDET_PREBUILT_EXTENSION"] = built[0]
         out = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-build-isolation", "--no-deps",
                               "--disable-pip-version-check", "-w", str(work / "dist"), src],
                              capture_output=True, text=True, env=env, timeout=1800)

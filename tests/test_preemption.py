@@ -1,7 +1,6 @@
 """Preemption: a real SIGTERM/SIGUSR1 sent to a real training process (one process, and the launcher of
 two gloo workers) makes it finish the step, save a checkpoint at that iteration and exit with status
 75; --resume then logs the same losses as an uninterrupted run."""
-import json
 import os
 import signal
 import subprocess
@@ -14,25 +13,7 @@ from retdet.checkpoint import checkpoint_problem
 from retdet.engine.preemption import PREEMPTED_EXIT_CODE, PreemptionHandler, signal_numbers
 
 from .conftest import ROOT
-from .test_engine import TINY, losses_by_iteration, train_net
-
-# One image size: 2 workers then match one process closely (see test_two_gloo_workers_match_one_process).
-SAME_SIZE = "dataloader.train.transforms=[dict(type='ScaleJitterCrop', output_size=(128, 128), scale_range=(1.0, 1.0))]"
-MAX_ITER = 24
-ARGS = ["--config", TINY, f"train.max_iter={MAX_ITER}", "train.checkpoint_period=0", SAME_SIZE]
-
-
-def logged_iterations(output_dir):
-    path = os.path.join(output_dir, "metrics.json")
-    if not os.path.exists(path):
-        return []
-    rows = []
-    for line in open(path):
-        try:
-            rows.append(json.loads(line)["iteration"])
-        except (ValueError, KeyError):
-            pass  # a line being written
-    return rows
+from .helpers.training import ARGS, MAX_ITER, TINY, logged_iterations, losses_by_iteration, train_net
 
 
 def train_until_signalled(output_dir, sig, *extra, after_iteration=2, timeout=300):
@@ -63,7 +44,7 @@ def check_preempted_then_resume(tmp_path, sig, reference, *extra):
     assert 2 <= stopped_at < MAX_ITER - 1, name  # stopped early, after the step it was in
     assert checkpoint_problem(os.path.join(run, name)) is None
     assert sorted(logged_iterations(run)) == list(range(stopped_at + 1))
-    train_net(*ARGS, "--output-dir", run, "--resume", *extra)
+    train_net(*ARGS, "--output-dir", run, "--resume", *extra, in_process=not extra)  # 2 workers: spawned
     iterations = logged_iterations(run)
     assert sorted(iterations) == list(range(MAX_ITER)), "one metrics record per iteration"
     resumed = losses_by_iteration(run)
@@ -72,16 +53,16 @@ def check_preempted_then_resume(tmp_path, sig, reference, *extra):
     return stopped_at
 
 
-def test_sigterm_saves_and_resume_continues_exactly(tmp_path):
-    train_net(*ARGS, "--output-dir", str(tmp_path / "full"))
-    check_preempted_then_resume(tmp_path, signal.SIGTERM, losses_by_iteration(tmp_path / "full"))
+@pytest.mark.slow
+def test_sigterm_saves_and_resume_continues_exactly(tmp_path, uninterrupted_runs):
+    check_preempted_then_resume(tmp_path, signal.SIGTERM, uninterrupted_runs(1))
 
 
-def test_sigusr1_to_the_launcher_of_two_workers(tmp_path):
+@pytest.mark.slow
+def test_sigusr1_to_the_launcher_of_two_workers(tmp_path, uninterrupted_runs):
     """The signal goes to the launcher only (as `kill PID` or Kubernetes would send it): it passes it
     on, both workers stop after the same step, and a 2-worker resume matches an uninterrupted 2-worker run."""
-    train_net(*ARGS, "--output-dir", str(tmp_path / "full"), "--num-gpus", "2")
-    check_preempted_then_resume(tmp_path, signal.SIGUSR1, losses_by_iteration(tmp_path / "full"), "--num-gpus", "2")
+    check_preempted_then_resume(tmp_path, signal.SIGUSR1, uninterrupted_runs(2), "--num-gpus", "2")
 
 
 def test_signal_names_and_handler():
@@ -100,6 +81,6 @@ def test_signal_names_and_handler():
 
 def test_unknown_signal_in_config_fails_before_any_work(tmp_path):
     out = train_net("--config", TINY, "--output-dir", str(tmp_path / "run"), "train.preempt_signals=['SIGTREM']",
-                    expect_ok=False)
+                    expect_ok=False, in_process=True)
     assert out.returncode != 0 and "unknown signal 'SIGTREM'" in out.stderr
     assert not (tmp_path / "run").exists()

@@ -9,22 +9,19 @@ import torch
 from torch import nn
 from torchvision.ops.misc import FrozenBatchNorm2d
 
-from retdet.checkpoint import load_weights
+from retdet.checkpoint import Checkpointer, load_weights
 from retdet.config import import_user_modules, load_config
 from retdet.engine import Trainer
-from retdet.engine.checkpoint import Checkpointer
-from retdet.modeling import build_model
+from retdet.modeling import DetectorNetwork, build_model
 from retdet.pruning import WIDTHS_KEY, apply_widths
 from retdet.pruning.pruner import prune_model
 from retdet.registry import PRUNING_IMPORTANCES
 from retdet.tools.prune import main as prune_main
-from retdet.utils.model_analysis import DetectorNetwork
 
 from .conftest import ROOT
+from .helpers.training import TINY, USER_COMPRESSION as USER_MODULE
 
 QUICKSTART = os.path.join(ROOT, "configs", "quickstart.py")
-TINY = os.path.join(ROOT, "tests", "configs", "tiny_train.py")
-USER_MODULE = os.path.join(ROOT, "tests", "user_compression.py")
 
 
 def _model(*overrides, seed=0):
@@ -154,7 +151,7 @@ def test_taylor_uses_loss_gradients_and_leaves_statistics_and_frozen_flags_alone
 
 @pytest.fixture
 def user_module():
-    """tests/user_compression.py imported as a user's module; its registrations removed afterwards."""
+    """tests/helpers/user_compression.py imported as a user's module; its registrations removed afterwards."""
     from retdet.registry import DISTILL_LOSSES
 
     yield import_user_modules([USER_MODULE])[0]

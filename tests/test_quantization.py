@@ -14,9 +14,8 @@ from retdet.engine import Trainer
 from retdet.engine.predictor import Predictor
 from retdet.modeling import build_model
 from retdet.modeling.heads import RetinaNetHead
-from retdet.quantization import (
-    ARTIFACT_FILE, QuantizedArtifactError, attach_quantized, calibration_images, calibration_tensors,
-)
+from retdet.quantization import ARTIFACT_FILE, QuantizedArtifactError, attach_quantized
+from retdet.quantization.calibration import calibration_images, calibration_tensors
 from retdet.quantization.onnxruntime_backend import quantize_network
 from retdet.registry import HEADS
 from retdet.structures.boxes import pairwise_iou
@@ -181,10 +180,10 @@ def test_the_artifact_loads_like_a_checkpoint_without_unpickling(trained, int8_d
     monkeypatch.setattr(torch, "load", lambda *a, **k: pytest.fail("torch.load called for an int8 artifact"))
     model = build_model(cfg.model).eval()
     load_weights(model, int8_dir)
-    assert model.network_runtime is not None
+    assert model.runner.runtime is not None
     model.train()
     with pytest.raises(RuntimeError, match="cannot train"):
-        model._run_network(torch.zeros(1, 3, 64, 64))
+        model.runner(model, torch.zeros(1, 3, 64, 64))
 
 
 def test_an_artifact_for_other_classes_is_refused(int8_dir):
@@ -249,7 +248,7 @@ def test_openvino_runs_the_int8_artifact(trained, int8_dir):
     fp32 = Predictor(cfg, _fp32(cfg, weights))(images)
     model = build_model(cfg.model).eval()
     attach_quantized(model, int8_dir, backend="openvino")
-    assert "openvino" in model.network_runtime_description
+    assert "openvino" in model.runner.runtime_description
     assert agreement(fp32, Predictor(cfg, model)(images)) >= 0.9
 
 

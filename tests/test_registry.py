@@ -4,7 +4,7 @@ import textwrap
 import pytest
 
 from retdet.config import load_config
-from retdet.registry import HEADS, BACKBONES, RegistryError, build, lookup
+from retdet.registry import HEADS, RegistryError, build, lookup
 
 
 def test_register_get_and_alias(scratch_registry):

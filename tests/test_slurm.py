@@ -9,10 +9,9 @@ import time
 import pytest
 
 from retdet.engine.slurm import SlurmTrainJob, job_argv
-from retdet.tools.train_net import run as train_run
+from retdet.tools.train_net import build_parser, main as train_main, run as train_run
 
-from .test_engine import losses_by_iteration, train_net
-from .test_preemption import ARGS, MAX_ITER, logged_iterations
+from .helpers.training import ARGS, MAX_ITER, logged_iterations, losses_by_iteration
 
 submitit = pytest.importorskip("submitit")
 
@@ -23,8 +22,9 @@ LOCAL = ["--slurm", "debug", "--slurm-cluster", "local", "--gpus-per-node", "0",
 def test_job_command_drops_the_submission_flags_and_requeues_with_resume():
     argv = ["--config", "c.py", "--slurm", "gpu", "--nodes=2", "--gpus-per-node", "8", "--timeout", "60",
             "--slurm-wait", "train.max_iter=5"]
-    assert job_argv(argv) == ["--config", "c.py", "train.max_iter=5"]
-    again = SlurmTrainJob(job_argv(argv)).checkpoint()
+    flags = build_parser().get_default("submission_flags")
+    assert job_argv(argv, flags) == ["--config", "c.py", "train.max_iter=5"]
+    again = SlurmTrainJob(job_argv(argv, flags), train_main).checkpoint()
     assert again.function.argv == ["--config", "c.py", "train.max_iter=5", "--resume"]
     assert again.function.checkpoint().function.argv.count("--resume") == 1
 
@@ -48,11 +48,11 @@ def test_process_group_from_the_slurm_environment(monkeypatch):
     assert launched_by_torchrun()  # so train_net's launcher joins this group
 
 
-def test_preempted_job_is_requeued_and_continues_exactly(tmp_path):
+@pytest.mark.slow
+def test_preempted_job_is_requeued_and_continues_exactly(tmp_path, uninterrupted_runs):
     """Two tasks (gloo): SIGUSR2 (submitit's signal before the time limit) to both, as Slurm sends it,
     mid-run: both finish the step, rank 0 saves, the job is requeued with --resume and ends with the
     losses of an uninterrupted 2-process run, one metrics record per iteration."""
-    train_net(*ARGS, "--output-dir", str(tmp_path / "full"), "--num-gpus", "2")
     run = str(tmp_path / "run")
     job = train_run([*ARGS, "--output-dir", run, *LOCAL, "--tasks-per-node", "2"])
     deadline = time.time() + 300
@@ -67,7 +67,7 @@ def test_preempted_job_is_requeued_and_continues_exactly(tmp_path):
     log = open(os.path.join(run, "log.txt")).read()
     assert "Preempted (SIGUSR2)" in log and "Resum" in log
     assert sorted(logged_iterations(run)) == list(range(MAX_ITER)), "one metrics record per iteration"
-    reference, resumed = losses_by_iteration(tmp_path / "full"), losses_by_iteration(run)
+    reference, resumed = uninterrupted_runs(2), losses_by_iteration(run)
     for it in range(MAX_ITER):
         assert resumed[it] == pytest.approx(reference[it], rel=1e-6, abs=1e-7), f"iteration {it}"
     submitit_log = open(os.path.join(run, "slurm", f"{job.job_id}_0_log.out")).read()

@@ -1,20 +1,12 @@
 """Command-line tools on tiny inputs: benchmark JSON schema, data visualisation, weight conversion."""
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 import torch
 import torchvision
 
-from .conftest import ROOT
-
-
-def run_tool(*args, timeout=300):
-    out = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
-    assert out.returncode == 0, out.stdout + out.stderr
-    return out.stdout
+from .conftest import ROOT, run_tool
 
 
 SCHEMA_KEYS = {"name", "ours", "ref", "unit", "speedup"}
@@ -87,19 +79,18 @@ def test_benchmark_inference_and_train_against_torchvision(tmp_path):
 
 
 def test_benchmark_rejects_bad_arguments():
-    out = subprocess.run([sys.executable, "tools/benchmark.py", "--task", "data", "--compare", "torchvision",
-                          "--config", "configs/quickstart.py"], cwd=ROOT, capture_output=True, text=True)
-    assert out.returncode != 0 and "--compare applies to --task train and inference" in out.stderr
-    out = subprocess.run([sys.executable, "tools/benchmark.py", "--task", "inference", "--config",
-                          "configs/quickstart.py", "--input-size", "800by1216"], cwd=ROOT, capture_output=True, text=True)
-    assert out.returncode != 0 and "800x1216 (HxW)" in out.stderr
+    out = run_tool("benchmark", "--task", "data", "--compare", "torchvision", "--config", "configs/quickstart.py",
+                   ok=False)
+    assert "--compare applies to --task train and inference" in out
+    out = run_tool("benchmark", "--task", "inference", "--config", "configs/quickstart.py", "--input-size",
+                   "800by1216", ok=False)
+    assert "800x1216 (HxW)" in out
     for option in (["--int8"], ["--variant", "pruned=model.pth"]):
-        out = subprocess.run([sys.executable, "tools/benchmark.py", "--task", "train", *option, "--config",
-                              "configs/quickstart.py"], cwd=ROOT, capture_output=True, text=True)
-        assert out.returncode != 0 and "--int8, --weights and --variant apply to --task inference" in out.stderr
-    out = subprocess.run([sys.executable, "tools/benchmark.py", "--task", "inference", "--variant", "pruned",
-                          "--config", "configs/quickstart.py"], cwd=ROOT, capture_output=True, text=True)
-    assert out.returncode != 0 and "--variant 'pruned': expected NAME=WEIGHTS or NAME=WEIGHTS@CONFIG" in out.stderr
+        out = run_tool("benchmark", "--task", "train", *option, "--config", "configs/quickstart.py", ok=False)
+        assert "--int8, --weights and --variant apply to --task inference" in out
+    out = run_tool("benchmark", "--task", "inference", "--variant", "pruned", "--config", "configs/quickstart.py",
+                   ok=False)
+    assert "--variant 'pruned': expected NAME=WEIGHTS or NAME=WEIGHTS@CONFIG" in out
 
 
 def test_visualize_data_writes_images(tmp_path):

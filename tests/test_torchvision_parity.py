@@ -137,7 +137,8 @@ def test_head_outputs_anchors_losses_and_detections(pair, inputs):
         tv_losses = tv.compute_loss(targets, tv_out, tv_anchors)
         samples = [ImageSample(image=torch.zeros(3, h, w), gt_boxes=t["boxes"], gt_labels=t["labels"])
                    for (h, w), t in zip(image_sizes, targets)]
-        losses = ours.losses(anchors, logits, deltas, samples)
+        gt_labels, gt_boxes = ours.label_anchors(torch.cat(anchors), samples)
+        losses = ours.losses(anchors, logits, deltas, gt_labels, gt_boxes)
     assert tv_losses["classification"] > 0 and tv_losses["bbox_regression"] > 0
     torch.testing.assert_close(losses["loss_cls"], tv_losses["classification"], rtol=1e-4, atol=0)
     torch.testing.assert_close(losses["loss_box_reg"], tv_losses["bbox_regression"], rtol=1e-4, atol=0)

@@ -20,9 +20,10 @@ import torch
 from torch import Tensor, nn
 
 from retdet.checkpoint.convert import convert_torchvision_retinanet
-from retdet.modeling import build_model, permute_to_N_HWA_K
+from retdet.engine.defaults import build_model_from_config
+from retdet.modeling import DetectorNetwork, build_model, permute_to_N_HWA_K
 from retdet.structures import ImageSample
-from retdet.utils.model_analysis import DetectorNetwork, count_parameters, flop_analysis
+from retdet.utils.model_analysis import count_parameters, flop_analysis
 from retdet.utils.timing import interleaved_ms, percentile
 
 
@@ -222,7 +223,8 @@ def int8_variant(ours: nn.Module, model_cfg: Mapping, samples: Sequence[ImageSam
     import os
     import tempfile
 
-    from retdet.quantization import attach_quantized, calibration_tensors
+    from retdet.quantization import attach_quantized
+    from retdet.quantization.calibration import calibration_tensors
     from retdet.quantization.artifact import write_metadata
     from retdet.quantization.onnxruntime_backend import quantize_network
 
@@ -272,7 +274,9 @@ def inference_benchmark(model_cfg: Mapping, *, device: torch.device, batch_size:
             with torch.no_grad():
                 return quantized(samples)
         fns["int8"] = run_int8
-    others = {name: _variant_model(cfg, path, device) for name, (cfg, path) in (variants or {}).items()}
+    # a pruned checkpoint narrows the variant's layers to its widths
+    others = {name: build_model_from_config({"model": cfg}, path, device)
+              for name, (cfg, path) in (variants or {}).items()}
     for name, other in others.items():
         fns[name] = _inference_fn(other, samples, device, amp)
     if device.type == "cuda":
@@ -316,14 +320,6 @@ def _variant_cost(name: str, model: nn.Module, ours: nn.Module, height: int, wid
     for r in rows:
         r["speedup"] = None
     return rows
-
-
-def _variant_model(model_cfg: Mapping, weights: str, device: torch.device) -> nn.Module:
-    from retdet.checkpoint import load_weights
-
-    model = build_model(model_cfg).eval()
-    load_weights(model, weights)  # a pruned checkpoint narrows the layers to its widths
-    return model.to(device)
 
 
 def _inference_fn(model: nn.Module, samples, device: torch.device, amp: bool) -> Callable[[], Any]:

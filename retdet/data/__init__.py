@@ -11,7 +11,6 @@ from .catalog import (
     register_yolo,
 )
 from .classes import FROM_DATASET, check_num_classes, resolve_num_classes
-from .collate import PaddedBatch, collate_padded
 from .dataset import DetectionDataset
 from .image_io import ImageReadError, read_image
 from .records import DatasetFormatError, DatasetInfo, ImageRecord
@@ -19,8 +18,8 @@ from .samplers import GroupedBatchSampler, InferenceSampler, TrainingSampler
 
 __all__ = [
     "FROM_DATASET", "DatasetFormatError", "DatasetInfo", "DetectionDataset", "GroupedBatchSampler", "ImageReadError",
-    "ImageRecord", "InferenceSampler", "PaddedBatch", "TrainingSampler", "build_test_loader", "build_train_loader",
-    "check_num_classes", "collate_padded", "datasets_root", "get_dataset", "list_datasets", "merge_datasets",
+    "ImageRecord", "InferenceSampler", "TrainingSampler", "build_test_loader", "build_train_loader",
+    "check_num_classes", "datasets_root", "get_dataset", "list_datasets", "merge_datasets",
     "read_image", "register_coco", "register_dataset", "register_from_config", "register_voc", "register_yolo",
     "resolve_num_classes",
 ]

@@ -7,6 +7,7 @@ Each transform is called as ``t(sample, rng, source)`` and returns the new sampl
         sample of the dataset, loaded but not yet augmented.
 Geometry changes move boxes with the pixels; boxes that end up mostly outside the image (less than
 ``min_visible`` of their area left) are dropped, the rest clipped.
+:func:`test_resize` puts a raw image through the test-time transforms (Predictor, int8 calibration, export).
 """
 from __future__ import annotations
 
@@ -308,3 +309,10 @@ def apply_transforms(transforms: List[Callable], sample: AugSample, rng: np.rand
     for t in transforms:
         sample = t(sample, rng, source)
     return sample
+
+
+def test_resize(transforms: Sequence, image: np.ndarray) -> np.ndarray:
+    """An (H, W, 3) image through the (deterministic) test-time transforms."""
+    sample = AugSample(image=np.ascontiguousarray(image), boxes=np.zeros((0, 4), np.float32),
+                       labels=np.zeros(0, np.int64))
+    return apply_transforms(list(transforms), sample, np.random.default_rng(0)).image

@@ -60,11 +60,11 @@ class Distiller(nn.Module):
         if not self.training:
             raise RuntimeError("Distiller is for training; evaluate its student")
         student = self.student.dense_outputs(samples)
-        labeled = self.student.label_anchors(torch.cat(student.anchors), samples)
-        losses = self.student.losses(student.anchors, student.logits, student.deltas, samples, labeled=labeled)
+        gt_labels, gt_boxes = self.student.label_anchors(torch.cat(student.anchors), samples)
+        losses = self.student.losses(student.anchors, student.logits, student.deltas, gt_labels, gt_boxes)
         with torch.no_grad():
             teacher = self.teacher.dense_outputs(samples)
-        inputs = DistillInputs(student=student, teacher=teacher, labels=labeled[0],
+        inputs = DistillInputs(student=student, teacher=teacher, labels=gt_labels,
                                num_classes=self.student.num_classes,
                                num_anchors=self.student.anchor_generator.num_anchors)
         for loss in self.losses:
@@ -99,10 +99,9 @@ def check_compatible(student: nn.Module, teacher: nn.Module, teacher_config: str
 
 def build_teacher(distill: Mapping[str, Any], device: torch.device) -> nn.Module:
     """The teacher detector: its config, its weights, eval mode, no gradients, on ``device``."""
-    from retdet.checkpoint import load_weights
     from retdet.config import load_config
     from retdet.data import resolve_num_classes
-    from retdet.modeling import build_model
+    from retdet.engine.defaults import build_model_from_config
 
     config, weights = distill.get("teacher_config"), distill.get("teacher_weights")
     if not config or not weights:
@@ -115,9 +114,7 @@ def build_teacher(distill: Mapping[str, Any], device: torch.device) -> nn.Module
                                 f"first, or point to its model_final.pth)")
     cfg = load_config(config, list(distill.get("teacher_overrides", [])))
     resolve_num_classes(cfg)
-    teacher = build_model(cfg.model)
-    load_weights(teacher, weights, logger=logger)
-    return teacher.to(device).eval().requires_grad_(False)
+    return build_model_from_config(cfg, weights, device, logger=logger).requires_grad_(False)
 
 
 def build_distiller(distill: Mapping[str, Any], student: nn.Module, *, device: torch.device) -> Distiller:

@@ -128,6 +128,10 @@ class FeatureImitationLoss(DistillLoss):
         return (x - mean) / (std + 1e-6)
 
     def forward(self, inputs: DistillInputs) -> Tensor:
+        if inputs.teacher.features is None:
+            raise ValueError("FeatureImitationLoss compares pyramid levels, and the teacher's network runs in an "
+                             "inference runtime that returns none (an int8 artifact): give a float32 teacher "
+                             "checkpoint")
         total, levels = 0.0, len(inputs.student.features)
         for s, t, fg in zip(inputs.student.features, inputs.teacher.features, inputs.foreground_maps()):
             s, t, fg = self.adapter(s.float()), t.float(), fg.float()

@@ -1,9 +1,7 @@
-"""Training: the Trainer, hooks, optimisers and schedules, checkpoints, launching workers."""
-from .checkpoint import Checkpointer, RNGState
+"""Training: the Trainer, hooks, optimisers and schedules, launching workers (checkpoints: retdet.checkpoint)."""
 from .hooks import HookBase
 from .launch import launch
 from .optim import build_lr_scheduler, build_optimizer
-from .trainer import NonFiniteLossError, Trainer, evaluate
+from .trainer import NonFiniteLossError, Trainer
 
-__all__ = ["Checkpointer", "HookBase", "NonFiniteLossError", "RNGState", "Trainer", "build_lr_scheduler",
-           "build_optimizer", "evaluate", "launch"]
+__all__ = ["HookBase", "NonFiniteLossError", "Trainer", "build_lr_scheduler", "build_optimizer", "launch"]

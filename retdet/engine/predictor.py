@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from retdet.data.build import build_transforms
-from retdet.data.transforms import AugSample, apply_transforms
+from retdet.data.transforms import test_resize
 from retdet.structures import Detections, ImageSample
 
 logger = logging.getLogger("retdet")
@@ -30,13 +30,6 @@ def dataset_classes(cfg: Mapping) -> tuple:
     except (KeyError, FileNotFoundError, OSError, AttributeError) as e:
         logger.warning("class names unavailable (%s): using 'class N' and category ids N + 1", e)
     return [f"class {i}" for i in range(num_classes)], list(range(1, num_classes + 1))
-
-
-def test_resize(transforms: Sequence, image: np.ndarray) -> np.ndarray:
-    """An (H, W, 3) image through the (deterministic) test-time transforms."""
-    sample = AugSample(image=np.ascontiguousarray(image), boxes=np.zeros((0, 4), np.float32),
-                       labels=np.zeros(0, np.int64))
-    return apply_transforms(list(transforms), sample, np.random.default_rng(0)).image
 
 
 class Predictor:

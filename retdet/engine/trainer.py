@@ -8,30 +8,27 @@ when you change the total batch, scale the LR linearly (lr = base_lr * new_batch
 from __future__ import annotations
 
 import datetime
-import json
 import logging
 import math
 import os
 import resource
 import signal
-import statistics
 import time
-from collections import defaultdict, deque
 from typing import Any, Dict, List, Mapping, Optional
 
 import torch
 from torch import nn
 
-from retdet.data import (build_test_loader, build_train_loader, check_num_classes, merge_datasets,
-                         register_from_config, resolve_num_classes)
-from retdet.checkpoint.integrity import checksum_path
+from retdet.checkpoint import Checkpointer, RNGState
+from retdet.data import build_train_loader, check_num_classes, merge_datasets, register_from_config, resolve_num_classes
+from retdet.evaluation.evaluate import evaluate
 from retdet.modeling import build_model
-from retdet.registry import EVALUATORS, HOOKS, build
+from retdet.registry import HOOKS, build
 from retdet.utils import comm
 
-from .checkpoint import Checkpointer, RNGState
 from .ema import ModelEMA
 from .hooks import HookBase
+from .metrics import MetricsLog
 from .optim import build_lr_scheduler, build_optimizer
 from .preemption import DEFAULT_SIGNALS, PreemptionHandler, signal_numbers
 
@@ -60,62 +57,6 @@ def resolve_max_iter(cfg: Mapping) -> int:
         size = len(merge_datasets(loader["dataset"]["names"], filter_empty=loader["dataset"].get("filter_empty", False)))
         return int(math.ceil(train["max_epochs"] * size / loader["total_batch_size"]))
     return int(train["max_iter"])
-
-
-class MetricsLog:
-    """Windowed medians for the console, every value for metrics.json (JSON lines), and
-    TensorBoard when it is installed."""
-
-    def __init__(self, output_dir: Optional[str], window: int = 20, *, start_iter: int = 0) -> None:
-        self.window = window
-        self.history: Dict[str, deque] = defaultdict(lambda: deque(maxlen=window))
-        self.json_path = os.path.join(output_dir, "metrics.json") if output_dir and comm.is_main_process() else None
-        if self.json_path and os.path.exists(self.json_path):
-            self._drop_records_from(start_iter)
-        self.tb = None
-        if self.json_path:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-
-                # purge_step: TensorBoard hides what a killed run logged past the resume point
-                self.tb = SummaryWriter(os.path.join(output_dir, "tensorboard"), purge_step=start_iter or None)
-            except ImportError:  # TensorBoard is optional
-                self.tb = None
-
-    def _drop_records_from(self, start_iter: int) -> None:
-        """A new run (start_iter 0) starts a new record; a resumed one keeps the records before its
-        checkpoint and drops those a killed run wrote after it (they are about to be written again)."""
-        kept = []
-        with open(self.json_path) as f:
-            for line in f:
-                try:
-                    if int(json.loads(line)["iteration"]) < start_iter:
-                        kept.append(line if line.endswith("\n") else line + "\n")
-                except (ValueError, KeyError, TypeError):  # a line cut short by the kill
-                    continue
-        tmp = self.json_path + ".tmp"
-        with open(tmp, "w") as f:
-            f.writelines(kept)
-        os.replace(tmp, self.json_path)
-
-    def put(self, values: Mapping[str, float]) -> None:
-        for k, v in values.items():
-            self.history[k].append(float(v))
-
-    def median(self, key: str) -> float:
-        return statistics.median(self.history[key]) if self.history[key] else float("nan")
-
-    def latest(self, key: str) -> float:
-        return self.history[key][-1] if self.history[key] else float("nan")
-
-    def write(self, iteration: int, values: Mapping[str, float]) -> None:
-        if not self.json_path:
-            return
-        with open(self.json_path, "a") as f:
-            f.write(json.dumps({"iteration": iteration, **{k: float(v) for k, v in values.items()}}) + "\n")
-        if self.tb is not None:
-            for k, v in values.items():
-                self.tb.add_scalar(k, v, iteration)
 
 
 def apply_checkpoint_widths(model: nn.Module, path: str) -> None:
@@ -338,13 +279,7 @@ class Trainer:
     def save_checkpoint(self, name: str) -> None:
         self.checkpointer.save(name, iteration=self.iter, best_ap=self.best_ap)
         self.last_checkpoint = os.path.join(self.output_dir, f"{name}.pth")
-        keep = int(self.cfg["train"].get("keep_last", 3))
-        if comm.is_main_process() and keep > 0:
-            periodic = sorted(f for f in os.listdir(self.output_dir) if f.startswith("model_0") and f.endswith(".pth"))
-            for old in periodic[:-keep]:
-                for path in (os.path.join(self.output_dir, old), checksum_path(os.path.join(self.output_dir, old))):
-                    if os.path.exists(path):
-                        os.remove(path)
+        self.checkpointer.prune_old(int(self.cfg["train"].get("keep_last", 3)))
 
     def evaluation_model(self) -> nn.Module:
         return self.ema.module if self.ema is not None else self.detector
@@ -365,17 +300,3 @@ class Trainer:
                 logger.info("New best AP %.2f at iteration %d: saved model_best.pth", ap, self.iter)
         comm.synchronize()
         return results
-
-
-def evaluate(cfg: Mapping, model: nn.Module, *, output_dir: Optional[str], amp_dtype=None) -> Dict[str, Any]:
-    """COCO evaluation of ``model`` on the config's test set (each image on exactly one worker)."""
-    from retdet.evaluation import inference_on_dataset
-
-    register_from_config(cfg["dataloader"].get("register", []))  # --eval-only comes here directly
-    test = cfg["dataloader"]["test"]
-    loader, dataset = build_test_loader(test, input_format=cfg["model"].get("input_format", "BGR"),
-                                        rank=comm.get_rank(), world_size=comm.get_world_size())
-    evaluator_cfg = dict(test.get("evaluator", cfg["dataloader"].get("evaluator", {"type": "COCOEvaluator"})))
-    evaluator = build(evaluator_cfg, EVALUATORS, where="dataloader.evaluator", dataset=dataset.info,
-                      output_dir=output_dir)
-    return inference_on_dataset(model, loader, evaluator, amp_dtype=amp_dtype)

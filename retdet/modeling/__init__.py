@@ -4,14 +4,15 @@ from .anchor_generator import AnchorGenerator
 from .box_coder import DeltaXYWHBoxCoder
 from .losses import GIoULoss, L1Loss, LossNormalizer, SigmoidFocalLoss, SmoothL1Loss
 from .matcher import Matcher
+from .network_runner import DetectorNetwork, NetworkOutputs, NetworkRunner
 from .postprocess import RetinaNetPostProcess
 from .preprocess import ImageBatch, Preprocessor
 from .retinanet import RetinaNet, permute_to_N_HWA_K
 
 __all__ = [
-    "AnchorGenerator", "DeltaXYWHBoxCoder", "GIoULoss", "ImageBatch", "L1Loss", "LossNormalizer", "Matcher",
-    "Preprocessor", "RetinaNet", "RetinaNetPostProcess", "SigmoidFocalLoss", "SmoothL1Loss", "build_model",
-    "permute_to_N_HWA_K",
+    "AnchorGenerator", "DeltaXYWHBoxCoder", "DetectorNetwork", "GIoULoss", "ImageBatch", "L1Loss",
+    "LossNormalizer", "Matcher", "NetworkOutputs", "NetworkRunner", "Preprocessor", "RetinaNet",
+    "RetinaNetPostProcess", "SigmoidFocalLoss", "SmoothL1Loss", "build_model", "permute_to_N_HWA_K",
 ]
 
 

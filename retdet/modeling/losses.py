@@ -1,8 +1,10 @@
 """Losses: sigmoid focal loss for classification; smooth L1, L1 or GIoU for boxes; the normaliser.
 
-Each loss returns the *sum* over its inputs; the detector divides by the normaliser.
+Each loss returns the *sum* over its inputs; the normaliser divides the sums (per image or per batch).
 """
 from __future__ import annotations
+
+from typing import Dict, List, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -109,6 +111,23 @@ class LossNormalizer(nn.Module):
         self.mode, self.momentum = mode, momentum
         # A buffer: saved in checkpoints, so a resumed run continues with the same value.
         self.register_buffer("ema", torch.tensor(float(initial)), persistent=True)
+
+    def groups(self, num_images: int) -> List[slice]:
+        """The sets of images whose losses are summed together before the division: each image alone
+        ("per_image") or the whole batch."""
+        if self.mode == "per_image":
+            return [slice(i, i + 1) for i in range(num_images)]
+        return [slice(None)]
+
+    def forward(self, summed: Sequence[Dict[str, Tensor]], num_foreground: Tensor) -> Dict[str, Tensor]:
+        """summed: per set of :meth:`groups`, the losses summed over its anchors ({name: scalar});
+        num_foreground: (N,) each image's foreground anchors -> {name: the normalised loss}."""
+        if self.mode == "per_image":
+            divisors = [count.clamp(min=1).float() for count in num_foreground]
+            return {name: torch.stack([s[name] / d for s, d in zip(summed, divisors)]).mean() for name in summed[0]}
+        divisor = self.batch_normalizer(num_foreground.sum())
+        (batch,) = summed
+        return {name: loss / divisor for name, loss in batch.items()}
 
     def batch_normalizer(self, num_foreground: Tensor) -> Tensor:
         """For "ema" and "batch": this worker's divisor given its foreground count (a 0-dim tensor)."""

@@ -1,7 +1,8 @@
-"""From raw head outputs to per-image detections (a separate object from the network)."""
+"""From raw head outputs to per-image detections (a separate object from the network); the same code
+runs eagerly and in the exported graphs (retdet/export.py traces it)."""
 from __future__ import annotations
 
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -13,6 +14,8 @@ from retdet.structures import Detections
 from .box_coder import DeltaXYWHBoxCoder
 
 DROP_EMPTY = (None, "before_nms", "after_nms")
+NMS_CHOICES = ("retdet", "torchvision")  # single_image's nms: the compiled op, or one ONNX can express
+ImageSize = Union[Tuple[int, int], Tensor]  # (h, w); a (2,) int64 tensor in traced graphs
 
 
 @POSTPROCESSORS.register()
@@ -76,25 +79,26 @@ class RetinaNetPostProcess:
                     image_size,
                 )
                 dets.boxes = rescale_boxes(dets.boxes, image_size, original_size)
-                if not self.clip_before_nms:
-                    dets.boxes = clip_boxes(dets.boxes, original_size)
-                if self.drop_empty == "after_nms":
-                    keep = nonempty(dets.boxes)
-                    dets.boxes, dets.scores, dets.labels = dets.boxes[keep], dets.scores[keep], dets.labels[keep]
+                dets = self.finish(dets, original_size)
                 dets.image_id = image_ids[i] if i < len(image_ids) else None
                 results.append(dets)
         return results
 
     def single_image(self, logits: Sequence[Tensor], deltas: Sequence[Tensor], anchors: Sequence[Tensor],
-                     image_size: Tuple[int, int]) -> Detections:
+                     image_size: ImageSize, *, nms: str = "retdet") -> Detections:
+        """One image's float32 logits (Hi*Wi*A, K), deltas (Hi*Wi*A, 4) and anchors (Hi*Wi*A, 4) per
+        level -> the detections after NMS, boxes in the input's pixels (before :meth:`finish`).
+
+        The same code is traced by retdet/export.py, where ``image_size`` is the graph's (2,) input tensor.
+        nms: "retdet" (the compiled op; TorchScript keeps it) or "torchvision" (:func:`class_offset_nms`,
+        which ONNX can express).
+        """
         boxes_all, scores_all, labels_all = [], [], []
         for logits_l, deltas_l, anchors_l in zip(logits, deltas, anchors):
             num_classes = logits_l.shape[-1]
             scores = torch.sigmoid(logits_l).flatten()
             candidates = torch.nonzero(scores > self.score_threshold).flatten()
-            scores = scores[candidates]
-            k = min(self.topk_per_level, candidates.numel())
-            scores, order = topk_lower_index_first(scores, k)
+            scores, order = self._topk(scores[candidates])
             candidates = candidates[order]
             anchor_idx = torch.div(candidates, num_classes, rounding_mode="floor")
             boxes = self.box_coder.decode(deltas_l[anchor_idx], anchors_l[anchor_idx])
@@ -105,8 +109,44 @@ class RetinaNetPostProcess:
         if self.drop_empty == "before_nms":
             keep = nonempty(boxes)
             boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
-        keep = ops.batched_nms(boxes, scores, labels, self.nms_threshold)[: self.max_detections]
+        if nms == "retdet":
+            keep = ops.batched_nms(boxes, scores, labels, self.nms_threshold)
+        else:
+            keep = class_offset_nms(boxes, scores, labels, self.nms_threshold, image_size)
+        keep = keep[: self.max_detections]
         return Detections(boxes=boxes[keep], scores=scores[keep], labels=labels[keep])
+
+    def _topk(self, scores: Tensor) -> Tuple[Tensor, Tensor]:
+        """A level's candidate scores (C,) -> the best ``topk_per_level`` (values, indices), sorted."""
+        if torch.jit.is_tracing():
+            # The candidate count is data-dependent: a tensor keeps it in the graph (an int would fix
+            # the traced image's count). ONNX's TopK puts equal scores' lower index first, as the
+            # eager topk_lower_index_first does.
+            return scores.topk(torch.clamp(torch.tensor(scores.shape[0]), max=self.topk_per_level))
+        return topk_lower_index_first(scores, min(self.topk_per_level, scores.numel()))
+
+    def finish(self, dets: Detections, image_size: ImageSize) -> Detections:
+        """The steps after NMS, on boxes in the pixels of ``image_size`` (h, w): Detectron2's order clips
+        here (clip_before_nms=False), and drop_empty="after_nms" removes the empty boxes then."""
+        if not self.clip_before_nms:
+            dets.boxes = clip_boxes(dets.boxes, image_size)
+        if self.drop_empty == "after_nms":
+            keep = nonempty(dets.boxes)
+            dets.boxes, dets.scores, dets.labels = dets.boxes[keep], dets.scores[keep], dets.labels[keep]
+        return dets
+
+
+def class_offset_nms(boxes: Tensor, scores: Tensor, labels: Tensor, threshold: float, image_size: ImageSize) -> Tensor:
+    """Class-wise NMS as one torchvision NMS (ONNX NonMaxSuppression): (R, 4) xyxy boxes, (R,) scores and
+    labels -> kept indices (K,) by decreasing score. Each class is shifted apart by more than the boxes'
+    extent (unclipped boxes may be negative); the image bounds and 0 are in the extent, so no boxes at
+    all does not fail (no reduction over an empty tensor) and clipped boxes lie inside it."""
+    import torchvision
+
+    bounds = _bounds(image_size, boxes)
+    extent = torch.cat([boxes.flatten(), bounds, bounds.new_zeros(1)])
+    offsets = labels.to(boxes.dtype)[:, None] * (extent.max() - extent.min() + 1)
+    return torchvision.ops.nms(boxes + offsets, scores, threshold)
 
 
 def topk_lower_index_first(scores: Tensor, k: int) -> Tuple[Tensor, Tensor]:
@@ -129,8 +169,18 @@ def nonempty(boxes: Tensor) -> Tensor:
     return (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
 
 
-def clip_boxes(boxes: Tensor, image_size: Tuple[int, int]) -> Tensor:
-    """Clip (R, 4) xyxy boxes to [0, width] x [0, height]."""
+def _bounds(image_size: ImageSize, boxes: Tensor) -> Tensor:
+    """(w, h, w, h) of an (h, w) size, in the boxes' dtype and device."""
+    if not isinstance(image_size, Tensor):
+        image_size = torch.tensor(image_size, device=boxes.device)
+    return image_size.flip(0).repeat(2).to(boxes.dtype)
+
+
+def clip_boxes(boxes: Tensor, image_size: ImageSize) -> Tensor:
+    """Clip (R, 4) xyxy boxes to [0, width] x [0, height]; ``image_size`` (h, w) ints, or a (2,) tensor
+    (a traced graph's input)."""
+    if isinstance(image_size, Tensor):
+        return torch.min(boxes.clamp(min=0), _bounds(image_size, boxes))
     h, w = image_size
     x = boxes[:, 0::2].clamp(min=0, max=w)
     y = boxes[:, 1::2].clamp(min=0, max=h)

@@ -23,13 +23,15 @@ class Preprocessor(nn.Module):
         pixel_mean, pixel_std: per channel, in the input's 0..255 scale and in ``input_format`` order.
         input_format: "BGR" or "RGB": the order images arrive in (the data pipeline's channel order).
             Pretrained weights expect a particular order; configs set the matching mean/std.
-        size_divisibility: pad height and width up to a multiple of this.
+        size_divisibility: pad height and width up to a multiple of this. The detector passes these
+            values (its arguments hold the only defaults); code padding for a built model
+            (retdet/export.py's prepare_input) reads them here.
         channels_last: allocate the batch in NHWC memory order (for a channels_last network; saves
             a layout copy of the whole batch).
     """
 
-    def __init__(self, *, pixel_mean: Sequence[float], pixel_std: Sequence[float], input_format: str = "BGR",
-                 size_divisibility: int = 128, channels_last: bool = False) -> None:
+    def __init__(self, *, pixel_mean: Sequence[float], pixel_std: Sequence[float], input_format: str,
+                 size_divisibility: int, channels_last: bool = False) -> None:
         super().__init__()
         if input_format not in ("BGR", "RGB"):
             raise ValueError(f"input_format must be 'BGR' or 'RGB', got {input_format!r}")

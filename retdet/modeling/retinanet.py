@@ -15,6 +15,7 @@ from retdet.structures import Detections, ImageSample
 from retdet.structures.boxes import pairwise_ioa, pairwise_iou
 
 from .losses import LossNormalizer
+from .network_runner import NetworkRunner
 from .preprocess import Preprocessor
 
 
@@ -23,24 +24,6 @@ def _part(value: Union[Mapping, Any], registry: Registry, where: str, **extra: A
     if isinstance(value, Mapping):
         return build(value, registry, where=where, **extra)
     return value
-
-
-COMPILE_KEYS = ("mode", "dynamic", "fullgraph", "backend", "options")
-
-
-def compile_options(value: Union[bool, Mapping[str, Any], None]) -> Optional[Dict[str, Any]]:
-    """``model.compile``: False/None -> None (eager); True -> {} (torch.compile's defaults); a dict
-    -> torch.compile's keyword arguments (mode, dynamic, fullgraph, backend, options)."""
-    if value is None or value is False:
-        return None
-    if value is True:
-        return {}
-    if isinstance(value, Mapping):
-        unknown = sorted(set(value) - set(COMPILE_KEYS))
-        if unknown:
-            raise ValueError(f"model.compile: unknown key(s) {unknown}; torch.compile takes {list(COMPILE_KEYS)}")
-        return dict(value)
-    raise ValueError(f"model.compile must be True, False or a dict of torch.compile arguments, got {value!r}")
 
 
 def permute_to_N_HWA_K(tensor: Tensor, k: int) -> Tensor:
@@ -53,11 +36,12 @@ def permute_to_N_HWA_K(tensor: Tensor, k: int) -> Tensor:
 class DenseOutputs:
     """The detector's per-level outputs for a batch, before losses or post-processing.
 
-    features: pyramid levels (N, C, Hi, Wi); anchors: (Hi*Wi*A, 4) per level; logits: (N, Hi*Wi*A, K)
-    per level; deltas: (N, Hi*Wi*A, 4) per level; image_sizes: each image's (h, w) inside the padding.
+    features: pyramid levels (N, C, Hi, Wi), None when an external runtime ran the network (it returns
+    the head's outputs only); anchors: (Hi*Wi*A, 4) per level; logits: (N, Hi*Wi*A, K) per level;
+    deltas: (N, Hi*Wi*A, 4) per level; image_sizes: each image's (h, w) inside the padding.
     """
 
-    features: List[Tensor]
+    features: Optional[List[Tensor]]
     anchors: List[Tensor]
     logits: List[Tensor]
     deltas: List[Tensor]
@@ -125,15 +109,12 @@ class RetinaNet(nn.Module):
         self.channels_last = bool(channels_last)
         if self.channels_last:
             self.to(memory_format=torch.channels_last)
-        # torch.compile options for network() (None: eager). The compiled function is made on the first
-        # forward and is not part of the module's state: state dicts, checkpoints and copies (the EMA
-        # model) are those of the eager model; a copy compiles itself again when it first runs.
-        self.compile_options = compile_options(compile)
-        self._compiled_network: Optional[Any] = None
-        self._frozen_versions: Optional[Tuple[int, ...]] = None  # weights a frozen graph was compiled with
-        # An external runtime for network() (an int8 graph, see retdet/quantization): inference only.
-        self.network_runtime: Optional[Any] = None
-        self.network_runtime_description = ""
+        # How network() runs: eagerly, torch.compile'd (model.compile) or in an int8 runtime (attached by
+        # retdet/quantization/artifact.py). Not module state: copies and checkpoints are the eager model's.
+        self.runner = NetworkRunner(compile=compile)
+        # A pruned network's layer widths (retdet/pruning/widths.py), saved in its checkpoints; None: the
+        # widths the config builds.
+        self.pruned_widths: Optional[Dict[str, List[int]]] = None
 
     # ---- network ---------------------------------------------------------------------------------
 
@@ -150,79 +131,35 @@ class RetinaNet(nn.Module):
         logits, deltas = self.head(features)
         return features, logits, deltas
 
-    def set_network_runtime(self, runtime: Optional[Any], *, description: str = "") -> None:
-        """Run network() in ``runtime`` (images -> (logits, deltas), e.g. a quantized graph) instead of the
-        module's layers; None restores them. Anchors, decoding and NMS stay as they are."""
-        self.network_runtime, self.network_runtime_description = runtime, description if runtime else ""
-
-    def _run_network(self, images: Tensor) -> Tuple[List[Tensor], List[Tensor], List[Tensor]]:
-        if self.network_runtime is not None:
-            if self.training:
-                raise RuntimeError(f"this model's network runs in an inference runtime "
-                                   f"({self.network_runtime_description}): it cannot train; load a float32 "
-                                   f"checkpoint to train or fine-tune")
-            logits, deltas = self.network_runtime(images)
-            device = images.device
-            logits, deltas = [t.to(device) for t in logits], [t.to(device) for t in deltas]
-            return logits, logits, deltas  # the anchors read only the levels' sizes: the logits have them
-        if self.compile_options is None:
-            return self.network(images)
-        if self.freezes_weights:
-            self._check_frozen_weights()
-        if self._compiled_network is None:
-            self._compiled_network = torch.compile(self.network, **self.compile_options)
-        return self._compiled_network(images)
-
-    @property
-    def freezes_weights(self) -> bool:
-        """model.compile with options={"freezing": True}: inductor folds the weights into the compiled
-        graph as constants (which it may pre-pack for oneDNN on CPU), an inference-only mode."""
-        return bool(self.compile_options and (self.compile_options.get("options") or {}).get("freezing"))
-
-    def _weight_versions(self) -> Tuple[int, ...]:
-        # Every in-place write (optimizer step, load_state_dict's copy_) bumps a tensor's version.
-        return tuple(t._version for t in (*self.parameters(), *self.buffers()))
-
-    def _check_frozen_weights(self) -> None:
-        """A frozen graph keeps the weights it was compiled with and no guard sees new values: refuse
-        training, and refuse weights that changed after the first compiled call, instead of silently
-        computing with the old ones."""
-        if self.training or torch.is_grad_enabled():
-            raise RuntimeError("model.compile options={'freezing': True} compiles the weights into the graph as "
-                               "constants: it is for inference only (eval mode under torch.no_grad()); train with "
-                               "model.compile=True instead")
-        versions = self._weight_versions()
-        if self._frozen_versions is None:
-            self._frozen_versions = versions
-        elif versions != self._frozen_versions:
-            raise RuntimeError("model.compile options={'freezing': True}: the weights changed after the network was "
-                               "compiled with them (training or load_state_dict after the first inference); build "
-                               "the model again for the new weights")
-
-    def __getstate__(self) -> Dict[str, Any]:
-        # copy.deepcopy and pickle: the compiled function is bound to this instance; a copy makes its own.
-        state = self.__dict__.copy()
-        state["_compiled_network"] = None
-        state["_frozen_versions"] = None
-        state["network_runtime"] = None  # a runtime session does not copy; a copy runs the module's layers
-        return state
+    # ---- forward ---------------------------------------------------------------------------------
 
     def forward(self, samples: Sequence[ImageSample]) -> Union[Dict[str, Tensor], List[Detections]]:
+        return self.forward_training(samples) if self.training else self.forward_inference(samples)
+
+    def forward_training(self, samples: Sequence[ImageSample]) -> Dict[str, Tensor]:
+        """-> {"loss_cls": scalar, "loss_box_reg": scalar}."""
         out = self.dense_outputs(samples)
-        if self.training:
-            return self.losses(out.anchors, out.logits, out.deltas, samples)
+        gt_labels, gt_boxes = self.label_anchors(torch.cat(out.anchors), samples)
+        return self.losses(out.anchors, out.logits, out.deltas, gt_labels, gt_boxes)
+
+    def forward_inference(self, samples: Sequence[ImageSample]) -> List[Detections]:
+        """-> one Detections per image, boxes in its original size."""
+        out = self.dense_outputs(samples)
         original_sizes = [s.original_size or s.image_size for s in samples]
         return self.postprocess(out.logits, out.deltas, out.anchors, out.image_sizes, original_sizes,
                                 [s.image_id for s in samples])
 
-    def dense_outputs(self, samples: Sequence[ImageSample]) -> "DenseOutputs":
+    def dense_outputs(self, samples: Sequence[ImageSample]) -> DenseOutputs:
         """Everything before losses or post-processing: preprocessing, the network and the anchors
         (what a distillation loss compares between a student and its teacher)."""
         batch = self.preprocess([s.image for s in samples])
-        features, logits, deltas = self._run_network(batch.tensor)
-        return DenseOutputs(features=list(features), anchors=self.anchor_generator(features),
-                            logits=[permute_to_N_HWA_K(x, self.num_classes) for x in logits],
-                            deltas=[permute_to_N_HWA_K(x, 4) for x in deltas], image_sizes=batch.image_sizes)
+        net = self.runner(self, batch.tensor)
+        # The anchors read only each level's size and device. The logits have the features' (Hi, Wi),
+        # and they exist in every runner mode (an external runtime returns no features).
+        anchors = self.anchor_generator(net.logits)
+        return DenseOutputs(features=net.features, anchors=anchors,
+                            logits=[permute_to_N_HWA_K(x, self.num_classes) for x in net.logits],
+                            deltas=[permute_to_N_HWA_K(x, 4) for x in net.deltas], image_sizes=batch.image_sizes)
 
     # ---- training --------------------------------------------------------------------------------
 
@@ -255,26 +192,28 @@ class RetinaNet(nn.Module):
             matched_boxes.append(boxes)
         return torch.stack(labels), torch.stack(matched_boxes)
 
-    def losses(self, anchors: List[Tensor], logits: List[Tensor], deltas: List[Tensor],
-               samples: Sequence[ImageSample], *, labeled: Optional[Tuple[Tensor, Tensor]] = None) -> Dict[str, Tensor]:
-        """labeled: label_anchors()'s result when the caller has it already."""
+    def losses(self, anchors: Sequence[Tensor], logits: Sequence[Tensor], deltas: Sequence[Tensor],
+               gt_labels: Tensor, gt_boxes: Tensor) -> Dict[str, Tensor]:
+        """anchors (Hi*Wi*A, 4), logits (N, Hi*Wi*A, K) and deltas (N, Hi*Wi*A, 4) per level; gt_labels
+        (N, R) and gt_boxes (N, R, 4) from label_anchors -> {"loss_cls", "loss_box_reg"}: summed over
+        anchors, divided by the loss normaliser (which also says which images are summed together)."""
         all_anchors = torch.cat(anchors)
-        labels, matched_boxes = labeled if labeled is not None else self.label_anchors(all_anchors, samples)
         logits_all, deltas_all = torch.cat(logits, dim=1), torch.cat(deltas, dim=1)  # (N, R, K), (N, R, 4)
-        foreground = (labels >= 0) & (labels != self.num_classes)
-        if self.loss_normalizer.mode == "per_image":
-            cls_terms, box_terms = [], []
-            for i in range(len(samples)):
-                divisor = foreground[i].sum().clamp(min=1).float()
-                cls_terms.append(self.cls_loss(logits_all[i], labels[i]) / divisor)
-                box_terms.append(self._box_loss(deltas_all[i], all_anchors, matched_boxes[i], foreground[i]) / divisor)
-            return {"loss_cls": torch.stack(cls_terms).mean(), "loss_box_reg": torch.stack(box_terms).mean()}
-        divisor = self.loss_normalizer.batch_normalizer(foreground.sum())
-        k = self.num_classes
-        loss_cls = self.cls_loss(logits_all.reshape(-1, k), labels.reshape(-1))
-        loss_box = self._box_loss(deltas_all.reshape(-1, 4), all_anchors.repeat(len(samples), 1),
-                                  matched_boxes.reshape(-1, 4), foreground.reshape(-1))
-        return {"loss_cls": loss_cls / divisor, "loss_box_reg": loss_box / divisor}
+        summed = [self._summed_losses(logits_all[g], deltas_all[g], all_anchors, gt_labels[g], gt_boxes[g])
+                  for g in self.loss_normalizer.groups(gt_labels.shape[0])]
+        foreground = (gt_labels >= 0) & (gt_labels != self.num_classes)
+        return self.loss_normalizer(summed, foreground.sum(dim=1))
+
+    def _summed_losses(self, logits: Tensor, deltas: Tensor, anchors: Tensor, gt_labels: Tensor,
+                       gt_boxes: Tensor) -> Dict[str, Tensor]:
+        """The losses summed over all anchors of n images: logits (n, R, K), deltas (n, R, 4), anchors
+        (R, 4), gt_labels (n, R), gt_boxes (n, R, 4)."""
+        n, k = logits.shape[0], self.num_classes
+        labels = gt_labels.reshape(-1)
+        foreground = (labels >= 0) & (labels != k)
+        return {"loss_cls": self.cls_loss(logits.reshape(-1, k), labels),
+                "loss_box_reg": self._box_loss(deltas.reshape(-1, 4), anchors.repeat(n, 1), gt_boxes.reshape(-1, 4),
+                                               foreground)}
 
     def _box_loss(self, deltas: Tensor, anchors: Tensor, gt_boxes: Tensor, foreground: Tensor) -> Tensor:
         """Summed box loss over foreground anchors; deltas (R, 4), anchors (R, 4), gt (R, 4), mask (R,)."""

@@ -20,11 +20,12 @@ from torch import Tensor, nn
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 from retdet.layers.conv_bn import calling_modules
+from retdet.modeling import DetectorNetwork
 from retdet.registry import PRUNING_IMPORTANCES, build
-from retdet.utils.model_analysis import DetectorNetwork, count_parameters, flop_analysis
+from retdet.utils.model_analysis import count_parameters, flop_analysis
 
 from . import importance as _importance  # noqa: F401  (registers the criteria)
-from .widths import WIDTHS_KEY, record_widths
+from .widths import record_widths
 
 
 class FrozenBNPruner(tp.pruner.function.BasePruningFunc):
@@ -207,8 +208,8 @@ def prune_model(model: nn.Module, *, ratio: float, example: Tensor, importance: 
             pruner.step()
     model.zero_grad(set_to_none=True)
     model.train(was_training)
-    setattr(model, WIDTHS_KEY, record_widths(model))
-    if getattr(model, "channels_last", False):
+    model.pruned_widths = record_widths(model)
+    if model.channels_last:
         model.to(memory_format=torch.channels_last)
     return PruningReport(params_before=params_before, params_after=count_parameters(model)["total"],
                          gflops_before=gflops_before, gflops_after=network_gflops(model, example),

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from torchvision.ops.misc import FrozenBatchNorm2d
 
-WIDTHS_KEY = "pruned_widths"  # the checkpoint key, and the model attribute that carries the record
+WIDTHS_KEY = "pruned_widths"  # the checkpoint key; the detector holds the record as ``model.pruned_widths``
 
 
 def _widths_of(module: nn.Module) -> Optional[List[int]]:
@@ -79,9 +79,9 @@ def apply_widths(model: nn.Module, widths: Mapping[str, List[int]], *, source: s
         parent_name, _, child = name.rpartition(".")
         setattr(modules[parent_name] if parent_name else model, child, new)
         replaced += 1
-    if replaced and getattr(model, "channels_last", False):
+    if replaced and model.channels_last:
         model.to(memory_format=torch.channels_last)
-    setattr(model, WIDTHS_KEY, {k: [int(w) for w in v] for k, v in widths.items()})
+    model.pruned_widths = {k: [int(w) for w in v] for k, v in widths.items()}
     return replaced
 
 

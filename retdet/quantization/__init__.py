@@ -4,14 +4,16 @@ Anchors, box decoding and NMS stay in float32 and in retdet's own code: the quan
 replaces :meth:`RetinaNet.network`. The stack is ONNX Runtime's static quantization (QDQ format,
 per-channel weights), see :mod:`retdet.quantization.onnxruntime_backend`; the artifact it writes
 (:mod:`retdet.quantization.artifact`) runs in ONNX Runtime or OpenVINO and loads without unpickling.
+
+Only the artifact and its runtimes are imported here, so loading a checkpoint (which accepts an int8
+folder) stays light; making one imports :mod:`.calibration` and :mod:`.onnxruntime_backend` directly.
 """
 from .artifact import (
     ARTIFACT_FILE, METADATA_FILE, QuantizedArtifactError, attach_quantized, is_quantized_artifact, read_metadata,
 )
-from .calibration import calibration_images, calibration_tensors
 from .runtimes import RUNTIMES, build_runtime
 
 __all__ = [
     "ARTIFACT_FILE", "METADATA_FILE", "QuantizedArtifactError", "attach_quantized", "is_quantized_artifact",
-    "read_metadata", "calibration_images", "calibration_tensors", "RUNTIMES", "build_runtime",
+    "read_metadata", "RUNTIMES", "build_runtime",
 ]

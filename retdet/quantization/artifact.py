@@ -81,8 +81,9 @@ def attach_quantized(model: nn.Module, path: str, *, backend: Optional[str] = No
         raise QuantizedArtifactError(f"{path} was quantized for {theirs}, but the config builds {ours}: "
                                      f"use the config it was made with ({meta.get('config')})")
     backend = backend or meta.get("backend", "onnxruntime")
-    model.set_network_runtime(build_runtime(backend, onnx_path), description=f"int8 {backend}: {onnx_path}")
-    model.network_artifact = onnx_path  # what tools/export.py puts into the deployment graph
+    # The artifact path is what retdet/export.py puts into the deployment graph.
+    model.runner.set_runtime(build_runtime(backend, onnx_path), description=f"int8 {backend}: {onnx_path}",
+                             artifact=onnx_path)
     (logger or logging.getLogger("retdet")).info(
         "Loaded int8 network %s (%s runtime, %s observer, %d calibration images)", onnx_path, backend,
         meta.get("observer"), meta.get("calib_images", 0))

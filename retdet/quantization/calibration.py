@@ -13,7 +13,7 @@ from torch import Tensor, nn
 
 from retdet.data.build import build_transforms
 from retdet.data.image_io import read_image
-from retdet.engine.predictor import test_resize
+from retdet.data.transforms import test_resize
 
 
 def calibration_images(cfg: Mapping, num_images: int, *, seed: int = 0) -> List[Tensor]:

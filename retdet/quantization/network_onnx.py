@@ -10,38 +10,30 @@ from __future__ import annotations
 
 import re
 import warnings
-from typing import List, Sequence, Tuple
+from typing import List, Sequence
 
 import torch
 from torch import Tensor, nn
+
+from retdet.modeling import DetectorNetwork
 
 
 def output_names(num_levels: int) -> List[str]:
     return [f"logits_{i}" for i in range(num_levels)] + [f"deltas_{i}" for i in range(num_levels)]
 
 
-class _Network(nn.Module):
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, images: Tensor) -> Tuple[Tensor, ...]:
-        _, logits, deltas = self.model.network(images)
-        return (*logits, *deltas)
-
-
 def export_network(model: nn.Module, example: Tensor, path: str) -> List[str]:
     """Write ``model.network`` to ``path`` (opset 17); returns the output names. Node names carry the
     module path (``/head/cls_score_2/Conv``), which is how layers are kept in float32 by name."""
-    model = model.eval()
+    network = DetectorNetwork(model).eval()  # eval mode for the model too
     with torch.no_grad():
-        num_levels = len(model.network(example)[1])
+        num_levels = len(network(example)) // 2
     names = output_names(num_levels)
     dynamic = {"images": {0: "batch", 2: "height", 3: "width"}}
     dynamic.update({n: {0: "batch", 2: f"h_{n[-1]}", 3: f"w_{n[-1]}"} for n in names})
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(_Network(model).eval(), (example,), path, dynamo=False, opset_version=17,
+        torch.onnx.export(network, (example,), path, dynamo=False, opset_version=17,
                           input_names=["images"], output_names=names, dynamic_axes=dynamic)
     return names
 

@@ -5,30 +5,26 @@
 FLOPs are those of the network (backbone, neck, head) on one image of --input-size, counted by
 fvcore (one fused multiply-add = one flop); pre- and post-processing are not counted.
 """
-import argparse
-
 import torch
 
-from retdet.config import load_config
-from retdet.data import resolve_num_classes
-from retdet.modeling import build_model
+from retdet.engine.defaults import build_model_from_config, load_tool_config, tool_argument_parser
+from retdet.modeling import DetectorNetwork
 from retdet.utils.logger import format_table
-from retdet.utils.model_analysis import DetectorNetwork, count_parameters, flop_analysis
+from retdet.utils.model_analysis import count_parameters, flop_analysis
 from retdet.tools.benchmark import parse_hw
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", "--config-file", required=True)
+    parser = tool_argument_parser(__doc__, weights="optional",
+                                  weights_help="a checkpoint (a pruned one counts its narrower layers); default: "
+                                               "the config's initial weights")
     parser.add_argument("--input-size", type=parse_hw, default=(800, 1216), help="HxW (default 800x1216)")
     parser.add_argument("--depth", type=int, default=3, help="module depth of the per-module tables")
-    parser.add_argument("opts", nargs="*", help="config overrides key.path=value")
     args = parser.parse_args(argv)
     from fvcore.nn import flop_count_table, parameter_count_table
 
-    cfg = load_config(args.config, args.opts)
-    resolve_num_classes(cfg)  # model.head.num_classes="from_dataset"
-    model = build_model(cfg.model).eval()
+    cfg = load_tool_config(args)
+    model = build_model_from_config(cfg, args.weights, device="cpu")
     h, w = args.input_size
     network = DetectorNetwork(model)
     analysis = flop_analysis(network, torch.zeros(1, 3, h, w))

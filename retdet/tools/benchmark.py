@@ -29,6 +29,7 @@ import os
 
 import torch
 
+from retdet.engine.defaults import load_tool_config, tool_argument_parser
 from retdet.utils.logger import format_table
 
 
@@ -41,14 +42,9 @@ def parse_hw(text: str):
 
 
 def _load(args):
-    from retdet.config import load_config
-    from retdet.data import resolve_num_classes
-
     if not args.config:
         raise SystemExit(f"--task {args.task} needs --config")
-    cfg = load_config(args.config, args.opts)
-    resolve_num_classes(cfg)  # model.head.num_classes="from_dataset"
-    return cfg
+    return load_tool_config(args)
 
 
 def run_ops(args) -> list:
@@ -98,9 +94,6 @@ def run_model(args) -> list:
 
 def _variants(args, cfg) -> dict:
     """--variant NAME=WEIGHTS[@CONFIG] -> {NAME: (model config, WEIGHTS)}; CONFIG defaults to --config."""
-    from retdet.config import load_config
-    from retdet.data import resolve_num_classes
-
     variants = {}
     for spec in args.variant:
         name, sep, rest = spec.partition("=")
@@ -109,18 +102,15 @@ def _variants(args, cfg) -> dict:
             raise SystemExit(f"--variant {spec!r}: expected NAME=WEIGHTS or NAME=WEIGHTS@CONFIG")
         if not os.path.exists(weights):
             raise SystemExit(f"--variant {name}: checkpoint not found: {weights}")
-        own = cfg
-        if config:
-            own = load_config(config)
-            resolve_num_classes(own)
+        own = load_tool_config(args, config=config, overrides=()) if config else cfg
         variants[name] = (own.model, weights)
     return variants
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv=None) -> None:
+    parser = tool_argument_parser(__doc__, config="optional", weights="optional",
+                                  weights_help="inference: a checkpoint for our model (default: random)")
     parser.add_argument("--task", choices=["train", "inference", "data", "ops", "eval"], required=True)
-    parser.add_argument("--config", "--config-file", default=None)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--iters", "--runs", type=int, default=None,
                         help="timed iterations (train/inference 10, data 60 batches, ops 20 runs, eval 3 runs)")
@@ -129,7 +119,6 @@ def main() -> None:
     parser.add_argument("--input-size", type=parse_hw, default=None, help="HxW of the random input images")
     parser.add_argument("--amp", action="store_true", help="autocast: float16 on CUDA (grad scaler), bfloat16 on CPU")
     parser.add_argument("--compare", choices=["torchvision"], default=None)
-    parser.add_argument("--weights", default=None, help="inference: a checkpoint for our model (default: random)")
     parser.add_argument("--int8", nargs="?", const="calibrate", default=None, metavar="DIR",
                         help="inference: also time our int8 network, from DIR (tools/quantize.py's output) or, "
                              "without DIR, quantized here on the benchmark images (speed only)")
@@ -141,8 +130,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=5000, help="eval: images of the synthetic evaluation")
     parser.add_argument("--cases", nargs="*", default=None, help="ops: only cases whose name contains one of these")
     parser.add_argument("--json", default=None, help="also write the results to this JSON file")
-    parser.add_argument("opts", nargs="*", help="config overrides key.path=value")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: CUDA is not available here")
     if (args.int8 or args.weights or args.variant) and args.task != "inference":

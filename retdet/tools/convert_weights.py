@@ -17,7 +17,6 @@ weights-only reader, its non-weight entries (MMEngine objects) never imported.
 Load the result with --weights (inference) or train.init_checkpoint=PATH (training). Nothing is
 downloaded: give a file you have.
 """
-import argparse
 import os
 from typing import Dict, List, Mapping, Optional, Tuple
 
@@ -32,6 +31,7 @@ from retdet.checkpoint.detectron2 import (
 )
 from retdet.checkpoint.loader import read_state_dict
 from retdet.checkpoint.mmdetection import convert_mmdet_retinanet, read_mmdet_file
+from retdet.engine.defaults import build_model_from_config, load_tool_config, tool_argument_parser
 from retdet.utils.logger import format_table
 
 TORCHVISION = ["torchvision-retinanet", "torchvision-resnet", "torchvision-efficientnet"]
@@ -97,7 +97,7 @@ def convert(source: str, path: str) -> Tuple[Dict[str, Tensor], List[Tuple[str, 
 
 
 def main(argv: Optional[List[str]] = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = tool_argument_parser(__doc__, config=None)
     parser.add_argument("--source", required=True, choices=TORCHVISION + list(DEFAULT_CONFIGS))
     parser.add_argument("--input", required=True)
     parser.add_argument("--output", required=True)
@@ -105,7 +105,6 @@ def main(argv: Optional[List[str]] = None) -> None:
                         help="the retdet config the weights are for (checked strictly); default for the Detectron2 "
                              "and MMDetection sources: " + ", ".join(sorted(set(DEFAULT_CONFIGS.values()))))
     parser.add_argument("--quiet", action="store_true", help="print a summary instead of every key")
-    parser.add_argument("opts", nargs="*", help="config overrides key.path=value")
     args = parser.parse_args(argv)
     from iopath.common.file_io import PathManager
 
@@ -115,14 +114,11 @@ def main(argv: Optional[List[str]] = None) -> None:
 
     config = args.config or DEFAULT_CONFIGS.get(args.source)
     if config is not None:
-        from retdet.config import load_config
-        from retdet.modeling import build_model
-
         if not os.path.exists(config) and os.path.exists(os.path.join(_REPO, config)):
             config = os.path.join(_REPO, config)
-        cfg = load_config(config, args.opts)
+        cfg = load_tool_config(args, config=config, overrides=args.opts)
         check_pixel_stats(source_state, cfg.model, source=args.source, config=config)
-        model_state = build_model(cfg.model).state_dict()
+        model_state = build_model_from_config(cfg, device="cpu").state_dict()
         check_against_model(converted, model_state, prefixes=("backbone.",) if args.source.endswith("-resnet") else NETWORK,
                             source=args.source, config=config)
     if report and not args.quiet:

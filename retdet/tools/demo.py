@@ -8,7 +8,6 @@ Writes each image with its boxes, class names and scores drawn (a video: an anno
 bbox as [x, y, w, h], score) with an images.json mapping image ids to files (or frame numbers).
 Folders and videos show progress with an ETA.
 """
-import argparse
 import json
 import logging
 import os
@@ -16,14 +15,10 @@ import time
 
 import cv2
 import numpy as np
-import torch
 
-from retdet.checkpoint import load_weights
-from retdet.config import load_config
-from retdet.data import resolve_num_classes
 from retdet.data.image_io import IMAGE_EXTENSIONS, ImageReadError, read_image
+from retdet.engine.defaults import build_model_from_config, load_tool_config, tool_argument_parser
 from retdet.engine.predictor import Predictor, dataset_classes
-from retdet.modeling import build_model
 from retdet.utils.logger import setup_logger
 from retdet.utils.visualize import draw_boxes
 
@@ -72,22 +67,17 @@ def list_images(folder: str) -> list:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", "--config-file", required=True)
-    parser.add_argument("--weights", required=True, help="a checkpoint (training checkpoint or state dict)")
+    parser = tool_argument_parser(__doc__, weights="required")
     parser.add_argument("--input", required=True, help="an image, a folder of images, or a video")
     parser.add_argument("--output", required=True, help="folder for the drawn images and results json")
     parser.add_argument("--score-thresh", type=float, default=0.3, help="draw and report detections above this")
-    parser.add_argument("opts", nargs="*", help="config overrides key.path=value")
     args = parser.parse_args(argv)
     logger = setup_logger(name="retdet")
     if not os.path.exists(args.input):
         raise SystemExit(f"--input {args.input}: no such file or folder")
 
-    cfg = load_config(args.config, args.opts)
-    resolve_num_classes(cfg)  # model.head.num_classes="from_dataset"
-    model = build_model(cfg.model).to("cuda" if torch.cuda.is_available() else "cpu")
-    load_weights(model, args.weights, logger=logger)
+    cfg = load_tool_config(args)
+    model = build_model_from_config(cfg, args.weights, logger=logger)
     predictor = Predictor(cfg, model)
     class_names, category_ids = dataset_classes(cfg)
     os.makedirs(args.output, exist_ok=True)

@@ -11,7 +11,6 @@ model is then run on the check images (default: 4 images of the config's test se
 eager model, and the detections must agree (same labels, boxes within 1e-2 px, scores within 1e-4);
 a mismatch exits non-zero. ONNX checks run with onnxruntime (pip install onnxruntime).
 """
-import argparse
 import logging
 import os
 import sys
@@ -19,12 +18,9 @@ import sys
 import numpy as np
 import torch
 
-from retdet.checkpoint import load_weights
-from retdet.config import load_config
-from retdet.data import resolve_num_classes
 from retdet.data.image_io import read_image
+from retdet.engine.defaults import build_model_from_config, load_tool_config, tool_argument_parser
 from retdet.export import FORMATS, export_model, prepare_input
-from retdet.modeling import build_model
 from retdet.utils.logger import setup_logger
 
 
@@ -112,30 +108,25 @@ def compare(eager, exported, name: str, box_tol: float = 1e-2, score_tol: float 
 
 def main(argv=None) -> int:
     logging.captureWarnings(True)
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", "--config-file", required=True)
-    parser.add_argument("--weights", required=True)
+    parser = tool_argument_parser(__doc__, weights="required")
     parser.add_argument("--format", required=True, help=f"one of {', '.join(FORMATS)}")
     parser.add_argument("--output", default="export", help="output folder (default ./export)")
     parser.add_argument("--check-images", default=None, help="image or folder to compare on (default: test set)")
-    parser.add_argument("opts", nargs="*", help="config overrides key.path=value")
     args = parser.parse_args(argv)
     logger = setup_logger(name="retdet")
     if args.format not in FORMATS:
         parser.error(f"--format {args.format!r} is not supported: choose one of {', '.join(FORMATS)}")
-    cfg = load_config(args.config, args.opts)
-    resolve_num_classes(cfg)  # model.head.num_classes="from_dataset"
-    model = build_model(cfg.model).eval()
-    load_weights(model, args.weights, logger=logger)
+    cfg = load_tool_config(args)
+    model = build_model_from_config(cfg, args.weights, device="cpu", logger=logger)
     images = check_images(cfg, args.check_images)
 
     os.makedirs(args.output, exist_ok=True)
-    int8 = getattr(model, "network_runtime", None) is not None
+    int8 = model.runner.runtime is not None
     if int8 and args.format != "onnx":
         parser.error(f"--weights {args.weights} is an int8 model: it exports to ONNX (QDQ) only, use --format onnx")
     path = os.path.join(args.output, "model.pt" if args.format == "torchscript" else
                         "model_int8.onnx" if int8 else "model.onnx")
-    image, size, _ = prepare_input(images[0][1], cfg)
+    image, size, _ = prepare_input(images[0][1], cfg, model)
     export_model(model, (image, size), path, args.format)
     logger.info("exported %s (%s, %.1f MB)", path, args.format, os.path.getsize(path) / 2**20)
 
@@ -145,7 +136,7 @@ def main(argv=None) -> int:
     reference = "the int8 model in PyTorch (its network in onnxruntime)" if int8 else "eager"
     failures, total, swaps = [], 0, 0
     for name, raw in images:
-        image, size, scale = prepare_input(raw, cfg)
+        image, size, scale = prepare_input(raw, cfg, model)
         boxes, scores, labels = run(image, size)
         eager = predictor([raw])[0]
         total += len(eager.boxes)

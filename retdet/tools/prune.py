@@ -15,27 +15,23 @@ pruning.json. Fine-tune it like any checkpoint:
 
 and evaluate, benchmark or export it with --weights DIR/model_pruned.pth and the same config.
 """
-import argparse
 import json
 import os
 import sys
 import time
 
+from retdet.engine.defaults import build_model_from_config, load_tool_config, tool_argument_parser
+
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", "--config-file", required=True)
-    parser.add_argument("--weights", required=True, help="the trained checkpoint to prune")
+    parser = tool_argument_parser(__doc__, weights="required", weights_help="the trained checkpoint to prune")
     parser.add_argument("--output", required=True, help="folder for model_pruned.pth, config.py and pruning.json")
     parser.add_argument("--ratio", type=float, required=True, help="fraction of channels removed per layer group")
     parser.add_argument("--importance", default="l1", help="registered criterion (default l1)")
     parser.add_argument("--round-to", type=int, default=8, help="kept widths are multiples of this (default 8; 0: any)")
     parser.add_argument("--grad-batches", type=int, default=8,
                         help="training batches whose loss gradients feed a gradient criterion (default 8)")
-    parser.add_argument("--import", dest="imports", action="append", default=[],
-                        help="a module registering your own criterion (repeatable)")
     parser.add_argument("--evaluate", action="store_true", help="evaluate before and after (no fine-tuning)")
-    parser.add_argument("opts", nargs="*", help="config overrides key.path=value")
     args = parser.parse_args(argv)
     if not 0.0 <= args.ratio < 1.0:
         parser.error(f"--ratio must be in [0, 1), got {args.ratio}")
@@ -64,25 +60,20 @@ def training_batches(cfg, count: int):
 
 
 def main(argv=None) -> int:
-    from retdet.checkpoint import load_weights
-    from retdet.config import load_config, save_config
-    from retdet.data import resolve_num_classes
-    from retdet.engine import evaluate
-    from retdet.engine.checkpoint import Checkpointer
-    from retdet.modeling import build_model
+    from retdet.config import save_config
+    from retdet.checkpoint import Checkpointer
+    from retdet.evaluation.evaluate import evaluate
     from retdet.pruning.pruner import prune_model
     from retdet.registry import PRUNING_IMPORTANCES
     from retdet.utils.logger import format_table, setup_logger
 
     args = parse_args(argv)
     logger = setup_logger(name="retdet")
-    cfg = load_config(args.config, args.opts, extra_imports=args.imports)
-    resolve_num_classes(cfg)
+    cfg = load_tool_config(args)  # --import: a module registering your own criterion
     if not os.path.exists(args.weights):
         raise SystemExit(f"--weights {args.weights}: checkpoint not found")
     criterion = PRUNING_IMPORTANCES.get(args.importance)  # an unknown name fails here, listing the known ones
-    model = build_model(cfg.model).eval()
-    load_weights(model, args.weights, logger=logger)
+    model = build_model_from_config(cfg, args.weights, device="cpu", logger=logger)
     results = {}
     if args.evaluate:
         results["dense"] = evaluate(cfg, model, output_dir=os.path.join(args.output, "eval_dense"))

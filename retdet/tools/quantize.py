@@ -12,15 +12,12 @@ and NMS stay float32. --output gets network_int8.onnx and quantization.json; pas
 with the same --config. --evaluate also evaluates float32 and int8 on the config's test set and
 prints them side by side (written to --output/evaluation.json).
 """
-import argparse
 import json
-import logging
 import os
 import sys
 import time
 
-import torch
-
+from retdet.engine.defaults import build_model_from_config, load_tool_config, tool_argument_parser
 from retdet.quantization.onnxruntime_backend import OBSERVERS
 from retdet.quantization.runtimes import RUNTIMES
 
@@ -29,9 +26,7 @@ DEFAULT_OBSERVER = "minmax"
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", "--config-file", required=True)
-    parser.add_argument("--weights", required=True, help="the float32 checkpoint to quantize")
+    parser = tool_argument_parser(__doc__, weights="required", weights_help="the float32 checkpoint to quantize")
     parser.add_argument("--output", required=True, help="folder for network_int8.onnx and quantization.json")
     parser.add_argument("--calib-images", type=int, default=32, help="calibration images (default 32)")
     parser.add_argument("--seed", type=int, default=0, help="which training images calibrate (default 0)")
@@ -44,7 +39,6 @@ def parse_args(argv=None):
     parser.add_argument("--reduce-range", action="store_true",
                         help="7-bit weights (for CPUs without VNNI whose int8 dot products can saturate)")
     parser.add_argument("--evaluate", action="store_true", help="evaluate float32 and int8 on the test set")
-    parser.add_argument("opts", nargs="*", help="config overrides key.path=value")
     args = parser.parse_args(argv)
     if args.backend not in RUNTIMES:
         parser.error(f"--backend {args.backend!r} is not supported: choose one of {', '.join(RUNTIMES)}")
@@ -68,26 +62,22 @@ def side_by_side(results: dict) -> str:
 
 
 def main(argv=None) -> int:
-    from retdet.checkpoint import load_weights
-    from retdet.config import load_config, save_config
-    from retdet.data import resolve_num_classes
-    from retdet.engine import evaluate
-    from retdet.modeling import build_model
-    from retdet.quantization import ARTIFACT_FILE, attach_quantized, calibration_images, calibration_tensors
+    from retdet.config import save_config
+    from retdet.evaluation.evaluate import evaluate
+    from retdet.quantization import ARTIFACT_FILE
     from retdet.quantization.artifact import is_quantized_artifact, write_metadata
+    from retdet.quantization.calibration import calibration_images, calibration_tensors
     from retdet.quantization.onnxruntime_backend import quantize_network
     from retdet.utils.logger import setup_logger
 
     args = parse_args(argv)
     logger = setup_logger(name="retdet")
-    cfg = load_config(args.config, args.opts)
-    resolve_num_classes(cfg)
+    cfg = load_tool_config(args)
     if not os.path.exists(args.weights):
         raise SystemExit(f"--weights {args.weights}: checkpoint not found")
     if is_quantized_artifact(args.weights):
         raise SystemExit(f"--weights {args.weights} is already an int8 model: quantize the float32 checkpoint")
-    model = build_model(cfg.model).eval()
-    load_weights(model, args.weights, logger=logger)
+    model = build_model_from_config(cfg, args.weights, device="cpu", logger=logger)
     fp32_layers = [m.strip() for m in args.fp32_layers.split(",") if m.strip()]
     start = time.perf_counter()
     images = calibration_images(cfg, args.calib_images, seed=args.seed)
@@ -104,8 +94,7 @@ def main(argv=None) -> int:
                 report["fp32_onnx_bytes"] / report["int8_onnx_bytes"])
     if args.evaluate:
         results = {"float32": evaluate(cfg, model, output_dir=os.path.join(args.output, "eval_fp32"))}
-        quantized = build_model(cfg.model).eval()
-        attach_quantized(quantized, args.output, logger=logger)
+        quantized = build_model_from_config(cfg, args.output, device="cpu", logger=logger)
         results["int8"] = evaluate(cfg, quantized, output_dir=os.path.join(args.output, "eval_int8"))
         logger.info("float32 and int8 on %s:\n%s", cfg.dataloader.test.dataset.names, side_by_side(results))
         with open(os.path.join(args.output, "evaluation.json"), "w") as f:

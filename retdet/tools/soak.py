@@ -19,7 +19,6 @@ the process (resident memory more than --max-rss-growth-mb, or any more open des
 status is 1 on such growth or when the two runs' final weights differ. --report-only re-reads a
 finished soak folder.
 """
-import argparse
 import json
 import os
 import random
@@ -30,13 +29,13 @@ import subprocess
 import sys
 import time
 
+from retdet.engine.defaults import tool_argument_parser
 from retdet.utils.logger import format_table
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = tool_argument_parser(__doc__, config="optional", config_default="retdet.configs.quickstart")
     parser.add_argument("--output", required=True, help="folder for the two runs and report.json")
-    parser.add_argument("--config", default="retdet.configs.quickstart", help="a config file or shipped name")
     parser.add_argument("--iters", type=int, default=3000)
     parser.add_argument("--two-worker", type=float, nargs=2, default=(0.4, 0.6), metavar=("START", "END"),
                         help="the 2-worker phase, as fractions of --iters")
@@ -47,7 +46,6 @@ def parse_args(argv=None):
     parser.add_argument("--max-rss-growth-mb", type=float, default=40.0,
                         help="allowed growth of resident memory within a phase, after its first sample")
     parser.add_argument("--report-only", action="store_true", help="only re-read the runs in --output")
-    parser.add_argument("opts", nargs="*", help="extra config overrides for both runs")
     return parser.parse_args(argv)
 
 
@@ -71,8 +69,9 @@ def run_phase(args, run_dir, stop_at, workers, kill_at=None):
     """Train until iteration ``stop_at`` (inclusive) with --resume; SIGKILL once ``kill_at`` is
     logged, then continue. Returns (wall seconds, number of kills)."""
     hooks = f"dict(type='StopAtIteration', iteration={stop_at}), dict(type='ResourceMonitor', period={args.sample})"
-    cmd = [sys.executable, "-m", "retdet.tools.train_net", "--config", args.config, "--output-dir",
-           run_dir, "--resume", "--num-gpus", str(workers), f"train.max_iter={args.iters}",
+    cmd = [sys.executable, "-m", "retdet.tools.train_net", "--config", args.config,
+           *(f"--import={m}" for m in args.imports), "--output-dir", run_dir, "--resume", "--num-gpus", str(workers),
+           f"train.max_iter={args.iters}",
            f"train.checkpoint_period={args.checkpoint_period}", f"train.eval_period={args.eval_period}",
            "train.log_period=10", "train.keep_last=2", f"+train.hooks=[{hooks}]", *args.opts]
     start, kills = time.time(), 0

@@ -26,8 +26,11 @@ import sys
 from retdet.config import import_user_modules, load_config, save_config
 from retdet.checkpoint import CorruptCheckpointError
 from retdet.data import check_num_classes, register_from_config, resolve_num_classes
-from retdet.engine import Trainer, evaluate, launch
+from retdet.engine import Trainer, launch
+from retdet.engine.defaults import build_model_from_config, tool_argument_parser
 from retdet.engine.preemption import DEFAULT_SIGNALS, PREEMPTED_EXIT_CODE, signal_numbers
+from retdet.engine.slurm import add_slurm_arguments, option_flags
+from retdet.evaluation.evaluate import evaluate
 from retdet.utils import comm
 from retdet.utils.collect_env import collect_env
 from retdet.utils.logger import format_table, setup_logger
@@ -35,37 +38,28 @@ from retdet.utils.logger import format_table, setup_logger
 REQUIRED = ("model", "dataloader", "optimizer", "lr_scheduler", "train")
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", "--config-file", dest="config", required=True, help="a Python config file, or a shipped one by name (retdet.configs.quickstart)")
-    parser.add_argument("--num-gpus", type=int, default=1, help="worker processes per machine (CPU: processes)")
+def build_parser() -> argparse.ArgumentParser:
+    parser = tool_argument_parser(__doc__, weights="optional",
+                                  weights_help="checkpoint to evaluate with --eval-only")
+    launcher = [parser.add_argument("--num-gpus", type=int, default=1,
+                                    help="worker processes per machine (CPU: processes)")]
     parser.add_argument("--num-machines", type=int, default=1)
     parser.add_argument("--machine-rank", type=int, default=0)
     parser.add_argument("--dist-url", default="auto", help="tcp://HOST:PORT of machine 0 (auto: a free local port)")
     parser.add_argument("--resume", action="store_true", help="continue from output_dir/last_checkpoint")
     parser.add_argument("--eval-only", action="store_true")
-    parser.add_argument("--weights", default=None, help="checkpoint to evaluate with --eval-only")
     parser.add_argument("--output-dir", default=None, help="default: the config's train.output_dir")
-    parser.add_argument("--import", dest="imports", action="append", default=[],
-                        help="your module (name or .py path) that registers components; repeatable")
-    slurm = parser.add_argument_group("Slurm (submitit)")
-    slurm.add_argument("--slurm", metavar="PARTITION", default=None, help="submit this run to Slurm instead of running it")
-    slurm.add_argument("--nodes", type=int, default=1)
-    slurm.add_argument("--gpus-per-node", type=int, default=8, help="GPUs and tasks per node (0: a CPU partition)")
-    slurm.add_argument("--tasks-per-node", type=int, default=None, help="default: --gpus-per-node (at least 1)")
-    slurm.add_argument("--cpus-per-task", type=int, default=8)
-    slurm.add_argument("--timeout", type=int, default=4320, help="time limit in minutes (requeued when reached)")
-    slurm.add_argument("--slurm-folder", default=None, help="submitit's logs (default: OUTPUT_DIR/slurm)")
-    slurm.add_argument("--slurm-cluster", default="slurm", choices=["slurm", "local", "debug"],
-                       help="submitit's executor (default: slurm; local runs the job on this machine, for tests)")
-    slurm.add_argument("--slurm-wait", action="store_true", help="wait for the job and show its result")
-    parser.add_argument("opts", nargs="*", help="config overrides key.path=value (+key.path=value adds a key)")
-    return parser.parse_args(argv)
+    # What a Slurm job's tasks do not repeat: the submission itself, and the local launcher (each task
+    # is one worker of the job's process group).
+    parser.set_defaults(submission_flags={**add_slurm_arguments(parser), **option_flags(launcher)})
+    return parser
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def worker(cfg, args) -> None:
-    import torch
-
     output_dir = args.output_dir or cfg.train.output_dir
     logger = setup_logger(output_dir, rank=comm.get_rank())
     # spawned workers start with empty registries: import the user's modules here too
@@ -77,10 +71,9 @@ def worker(cfg, args) -> None:
         logger.info("Config %s resolved and saved to %s", args.config, save_config(cfg, output_dir))
     if args.eval_only:
         from retdet.checkpoint import load_weights
-        from retdet.engine.checkpoint import Checkpointer
-        from retdet.modeling import build_model
+        from retdet.checkpoint import Checkpointer
 
-        model = build_model(cfg.model).to("cuda" if torch.cuda.is_available() else "cpu")
+        model = build_model_from_config(cfg)  # its weights below (the run's own may fall back to an older one)
         register_from_config(cfg.dataloader.get("register", []))
         check_num_classes(model, cfg.dataloader.test.dataset.names, where="dataloader.test")
         # The run's own checkpoint falls back to the newest intact one, as --resume does; weights
@@ -124,7 +117,8 @@ def run(argv=None):
     if args.slurm:
         from retdet.engine.slurm import submit
 
-        job = submit(sys.argv[1:] if argv is None else argv, args, args.output_dir or cfg.train.output_dir)
+        job = submit(sys.argv[1:] if argv is None else argv, args, args.output_dir or cfg.train.output_dir,
+                     entry_point=main, flags=args.submission_flags)
         if args.slurm_wait:
             print(f"job {job.job_id}: {job.results()}")  # one result per task
         return job

@@ -2,27 +2,23 @@
 
     python tools/visualize_data.py --config configs/quickstart.py --num 16 --output output/vis
 """
-import argparse
 import os
 
 import cv2
 import numpy as np
 
-from retdet.config import load_config
 from retdet.data import build_train_loader, register_from_config
+from retdet.engine.defaults import load_tool_config, tool_argument_parser
 from retdet.utils.visualize import draw_boxes, fit_to_cell, image_grid
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", "--config-file", required=True)
+    parser = tool_argument_parser(__doc__)
     parser.add_argument("--num", type=int, default=16)
     parser.add_argument("--output", required=True)
     parser.add_argument("--split", default="train", choices=["train", "test"])
-    parser.add_argument("--import", dest="imports", action="append", default=[])
-    parser.add_argument("opts", nargs="*", help="config overrides key.path=value")
     args = parser.parse_args(argv)
-    cfg = load_config(args.config, args.opts, extra_imports=args.imports)
+    cfg = load_tool_config(args)
     register_from_config(cfg.dataloader.get("register", []))
     fmt = cfg.model.get("input_format", "BGR")
     loader_cfg = dict(cfg.dataloader[args.split], total_batch_size=1, num_workers=0)

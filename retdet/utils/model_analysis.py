@@ -1,27 +1,12 @@
-"""Parameter and FLOP counts of a detector's network (fvcore), as tables."""
+"""Parameter and FLOP counts of a detector's network (fvcore; the network alone is
+:class:`retdet.modeling.DetectorNetwork`)."""
 from __future__ import annotations
 
 import logging
-from typing import Dict, Tuple
+from typing import Dict
 
 import torch
 from torch import Tensor, nn
-
-
-class DetectorNetwork(nn.Module):
-    """The detector's network alone: a normalised (N, 3, H, W) batch -> per-level logits and deltas.
-
-    Pre- and post-processing are not convolutions and take no FLOPs worth counting; tracing them
-    would only add data-dependent control flow.
-    """
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, images: Tensor) -> Tuple[Tensor, ...]:
-        logits, deltas = self.model.head(self.model.features(images))
-        return tuple(logits) + tuple(deltas)
 
 
 def flop_analysis(network: nn.Module, images: Tensor):
@@ -46,10 +31,3 @@ def flop_analysis(network: nn.Module, images: Tensor):
 def count_parameters(model: nn.Module) -> Dict[str, int]:
     params = list(model.parameters())
     return {"total": sum(p.numel() for p in params), "trainable": sum(p.numel() for p in params if p.requires_grad)}
-
-
-def flop_table(network: nn.Module, images: Tensor, max_depth: int = 3) -> str:
-    """fvcore's per-module table: parameters and GFLOPs for modules down to ``max_depth``."""
-    from fvcore.nn import flop_count_table
-
-    return flop_count_table(flop_analysis(network, images), max_depth=max_depth)

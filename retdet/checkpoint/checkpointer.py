@@ -13,8 +13,9 @@ import torch
 from fvcore.common.checkpoint import Checkpointer as _FvcoreCheckpointer
 
 from retdet.pruning.widths import WIDTHS_KEY
-from retdet.checkpoint.integrity import (CorruptCheckpointError, checkpoint_problem, checksum_line, checksum_path,
-                                         load_checkpoint_file, sha256_file)
+
+from .integrity import (CorruptCheckpointError, checkpoint_problem, checksum_line, checksum_path, load_checkpoint_file,
+                        sha256_file)
 
 logger = logging.getLogger("retdet")
 
@@ -31,6 +32,7 @@ class Checkpointer(_FvcoreCheckpointer):
       failed write (disk full, permissions) replaces nothing and raises :class:`CheckpointWriteError`;
     - each checkpoint gets a SHA-256 beside it (``NAME.pth.sha256``), checked on load;
     - :meth:`find_resume_checkpoint` skips a corrupt newest checkpoint for the newest intact one;
+    - :meth:`prune_old` keeps the newest periodic checkpoints and removes older ones with their checksums;
     - files are read with ``weights_only=True`` (no arbitrary code on load).
     """
 
@@ -38,7 +40,7 @@ class Checkpointer(_FvcoreCheckpointer):
         if not self.save_dir or not self.save_to_disk:
             return
         data: Dict[str, Any] = {"model": self.model.state_dict()}
-        widths = getattr(self.model, WIDTHS_KEY, None)
+        widths = self.model.pruned_widths
         if widths:  # a pruned network: its layer widths travel with its weights (retdet/pruning/widths.py)
             data[WIDTHS_KEY] = widths
         for key, obj in self.checkpointables.items():
@@ -124,6 +126,20 @@ class Checkpointer(_FvcoreCheckpointer):
                 f"no intact checkpoint in {self.save_dir} to continue from:\n  {listing}\nStart the run afresh "
                 f"(without --resume), or give an intact copy with train.init_checkpoint / --weights."))
         return None
+
+    # ---- retention -------------------------------------------------------------------------------
+
+    def prune_old(self, keep: int) -> None:
+        """Remove all but the newest ``keep`` periodic checkpoints (``model_0NNNNNN.pth``), each with its
+        checksum; other names (``model_final``, ``model_best``) stay. ``keep`` <= 0 keeps every one."""
+        if not self.save_dir or not self.save_to_disk or keep <= 0:
+            return
+        periodic = sorted(f for f in os.listdir(self.save_dir) if f.startswith("model_0") and f.endswith(".pth"))
+        for old in periodic[:-keep]:
+            path = os.path.join(self.save_dir, old)
+            for f in (path, checksum_path(path)):
+                if os.path.exists(f):
+                    os.remove(f)
 
 
 def _atomic_write(path: str, write: Callable[[Any], Any],

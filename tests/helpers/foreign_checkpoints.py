@@ -3,7 +3,7 @@ frameworks' published layouts (key names and shapes of Detectron2's retinanet_R_
 R-50.pkl and MMDetection's retinanet_r50_fpn): for the tests, and for docs/other_frameworks.md,
 which converts them as a reader converts the real files.
 
-    python -m tests.foreign_checkpoints OUTPUT_DIR   # writes d2_retinanet.pkl, R-50.pkl, mmdet_retinanet.pth
+    python -m tests.helpers.foreign_checkpoints OUTPUT_DIR   # writes d2_retinanet.pkl, R-50.pkl, mmdet_retinanet.pth
 """
 import math
 import os
