@@ -2,7 +2,7 @@
 # from scratch on a CPU (no pretrained weights offline). The dataset is registered from this config.
 import os
 
-from .quickstart import imports, lr_scheduler, model, optimizer, train
+from .quickstart import dataloader, imports, lr_scheduler, model, optimizer, train
 
 _BCCD = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "datasets", "bccd")
 
@@ -15,32 +15,21 @@ model.box_loss = dict(type="SmoothL1Loss", beta=0.1)
 optimizer.lr = 0.002
 model.anchor_generator.sizes = [16, 32, 64, 128, 256]
 
-dataloader = dict(
-    register=[
-        dict(name="bccd_train", json_file=os.path.join(_BCCD, "annotations", "instances_train.json"),
-             image_root=os.path.join(_BCCD, "images")),
-        dict(name="bccd_val", json_file=os.path.join(_BCCD, "annotations", "instances_val.json"),
-             image_root=os.path.join(_BCCD, "images")),
-    ],
-    train=dict(
-        dataset=dict(names=["bccd_train"], filter_empty=True),
-        transforms=[
-            dict(type="ResizeShortestEdge", short_edge_length=(288, 320, 352), max_size=480),
-            dict(type="RandomFlip", prob=0.5),
-            dict(type="RandomFlip", prob=0.5, horizontal=False),
-        ],
-        total_batch_size=4,
-        num_workers=2,
-        aspect_ratio_grouping=True,
-    ),
-    test=dict(
-        dataset=dict(names=["bccd_val"], filter_empty=False),
-        transforms=[dict(type="ResizeShortestEdge", short_edge_length=320, max_size=480)],
-        batch_size=4,
-        num_workers=2,
-    ),
-    evaluator=dict(type="COCOEvaluator"),
-)
+# The quickstart's loaders (batch 4, 2 workers) on BCCD's ~640x480 images at half size, flipped both ways.
+dataloader.register = [
+    dict(name="bccd_train", json_file=os.path.join(_BCCD, "annotations", "instances_train.json"),
+         image_root=os.path.join(_BCCD, "images")),
+    dict(name="bccd_val", json_file=os.path.join(_BCCD, "annotations", "instances_val.json"),
+         image_root=os.path.join(_BCCD, "images")),
+]
+dataloader.train.dataset.names = ["bccd_train"]
+dataloader.train.transforms = [
+    dict(type="ResizeShortestEdge", short_edge_length=(288, 320, 352), max_size=480),
+    dict(type="RandomFlip", prob=0.5),
+    dict(type="RandomFlip", prob=0.5, horizontal=False),
+]
+dataloader.test.dataset.names = ["bccd_val"]
+dataloader.test.transforms = [dict(type="ResizeShortestEdge", short_edge_length=320, max_size=480)]
 
 # quickstart's AdamW + cosine schedule, over ~25 CPU minutes (about 20 epochs of the 292 images)
 train.max_iter = 1500

@@ -121,3 +121,31 @@ def test_benchmark_reference_names_a_width_it_cannot_mirror():
     ref, differences = torchvision_reference(cfg.model)
     assert differences == ["backbone width 32 (torchvision's ResNet: 64)"]
     assert share_weights(build_model(cfg.model), ref).startswith("independent random weights")
+
+
+# Every tool that reads a config takes the shared flags (retdet/engine/defaults.py), so a user's plugin
+# module can be named on any command line. convert_dataset reads no config and builds nothing.
+CONFIG_TOOLS = ["analyze_model", "benchmark", "convert_weights", "demo", "export", "prune", "quantize", "soak",
+                "train_net", "visualize_data"]
+
+
+@pytest.mark.parametrize("tool", CONFIG_TOOLS)
+def test_every_config_tool_takes_the_shared_flags(tool):
+    out = run_tool(tool, "--help")
+    for flag in ("--config", "--import", "key.path=value"):
+        assert flag in out.stdout, f"tools/{tool}.py --help has no {flag}"
+
+
+def test_the_tools_are_all_listed():
+    """tools/ (the checkout's entry points), retdet/tools/ (their implementations), setup.py's commands and
+    the README's list name the same tools."""
+    on_disk = sorted(os.path.splitext(f)[0] for f in os.listdir(os.path.join(ROOT, "tools")) if f.endswith(".py"))
+    implemented = sorted(os.path.splitext(f)[0] for f in os.listdir(os.path.join(ROOT, "retdet", "tools"))
+                         if f.endswith(".py") and f != "__init__.py")
+    assert on_disk == implemented and sorted(CONFIG_TOOLS + ["convert_dataset"]) == implemented
+    setup_py, readme = (open(os.path.join(ROOT, f)).read() for f in ("setup.py", "README.md"))
+    index = open(os.path.join(ROOT, "retdet", "tools", "__init__.py")).read()
+    for name in implemented:
+        assert f'"{name}"' in setup_py, f"setup.py has no command for {name}"
+        assert f"retdet.tools.{name}" in index, f"retdet/tools/__init__.py does not list {name}"
+        assert f"`{name}.py`" in readme, f"README.md's layout table does not list tools/{name}.py"

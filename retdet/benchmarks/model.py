@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from retdet.checkpoint.convert import convert_torchvision_retinanet
 from retdet.engine.defaults import build_model_from_config
-from retdet.modeling import DetectorNetwork, build_model, permute_to_N_HWA_K
+from retdet.modeling import DetectorNetwork, permute_to_N_HWA_K
 from retdet.structures import ImageSample
 from retdet.utils.model_analysis import count_parameters, flop_analysis
 from retdet.utils.timing import interleaved_ms, percentile
@@ -206,7 +206,7 @@ def build_pair(model_cfg: Mapping, *, device: torch.device, training: bool, comp
                log: Callable[[str], None]) -> Dict[str, nn.Module]:
     """{"ours": our model, "ref": torchvision's like it (when compare)}, sharing weights if they fit."""
     torch.manual_seed(0)
-    models = {"ours": build_model(model_cfg).to(device).train(training)}
+    models = {"ours": build_model_from_config({"model": model_cfg}, device=device, training=training)}
     if compare:
         ref, differences = torchvision_reference(model_cfg)
         models["ref"] = ref.to(device).train(training)
@@ -228,7 +228,7 @@ def int8_variant(ours: nn.Module, model_cfg: Mapping, samples: Sequence[ImageSam
     from retdet.quantization.artifact import write_metadata
     from retdet.quantization.onnxruntime_backend import quantize_network
 
-    quantized = build_model(model_cfg).eval()
+    quantized = build_model_from_config({"model": model_cfg}, device="cpu")
     quantized.load_state_dict(ours.state_dict())
     if int8 != "calibrate":
         return quantized, attach_quantized(quantized, int8, logger=None)
@@ -361,7 +361,7 @@ def fresh_weights_steps(model_cfg: Mapping, *, device: torch.device, batch: tupl
     from retdet.utils.subnormals import SubnormalCounter
 
     torch.manual_seed(0)
-    models = {"ours": build_model(model_cfg).to(device).train()}
+    models = {"ours": build_model_from_config({"model": model_cfg}, device=device, training=True)}
     if compare:
         models["ref"] = torchvision_reference(model_cfg)[0].to(device).train()
     fns = _sgd_steps(models, *batch, device, amp, lr=0.0)

@@ -22,7 +22,7 @@ from torch import nn
 from retdet.checkpoint import Checkpointer, RNGState
 from retdet.data import build_train_loader, check_num_classes, merge_datasets, register_from_config, resolve_num_classes
 from retdet.evaluation.evaluate import evaluate
-from retdet.modeling import build_model
+from retdet.engine.defaults import build_model_from_config, default_device
 from retdet.registry import HOOKS, build
 from retdet.utils import comm
 
@@ -37,12 +37,6 @@ logger = logging.getLogger("retdet")
 
 class NonFiniteLossError(FloatingPointError):
     """Training stopped on a NaN/inf loss; the message says where and what to do."""
-
-
-def default_device() -> torch.device:
-    if torch.cuda.is_available():
-        return torch.device("cuda", torch.cuda.current_device())
-    return torch.device("cpu")
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -95,7 +89,7 @@ class Trainer:
         self.max_iter = resolve_max_iter(cfg)
         resolve_num_classes(cfg)
         torch.manual_seed(int(train.get("seed", 0)))  # identical initial weights on every worker
-        model = build_model(cfg["model"]).to(self.device)
+        model = build_model_from_config(cfg, device=self.device, training=True)  # its weights: below
         # before any step: a class count that disagrees with the data would fail mid-step otherwise
         check_num_classes(model, cfg["dataloader"]["train"]["dataset"]["names"], where="dataloader.train")
         if train.get("eval_period") or train.get("eval_at_end", True):

@@ -79,7 +79,7 @@ class RetinaNet(nn.Module):
         pixel_mean: Sequence[float] = (103.53, 116.28, 123.675),
         pixel_std: Sequence[float] = (1.0, 1.0, 1.0),
         input_format: str = "BGR",
-        size_divisibility: int = 128,
+        size_divisibility: int = 32,
         ignore_ioa_threshold: float = 0.5,
         channels_last: bool = False,
         compile: Union[bool, Mapping[str, Any]] = False,
