@@ -44,7 +44,7 @@ class ExportableRetinaNet(nn.Module):
     def __init__(self, model: nn.Module, *, nms: str = "retdet") -> None:
         super().__init__()
         if nms not in NMS_CHOICES:
-            raise ValueError(f"nms must be 'retdet' or 'torchvision', got {nms!r}")
+            raise ValueError(f"nms must be one of {NMS_CHOICES}, got {nms!r}")
         self.model, self.nms = model.eval(), nms
 
     def forward(self, image: Tensor, image_size: Tensor) -> Tuple[Tensor, Tensor, Tensor]:

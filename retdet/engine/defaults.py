@@ -16,7 +16,7 @@ from typing import Any, Mapping, Optional, Sequence, Union
 import torch
 from torch import nn
 
-WEIGHTS = (None, "optional", "required")
+REQUIREMENTS = (None, "optional", "required")  # of a shared flag: absent, optional or required
 
 
 def tool_argument_parser(description: Optional[str], *, config: str = "required", weights: Optional[str] = None,
@@ -27,8 +27,8 @@ def tool_argument_parser(description: Optional[str], *, config: str = "required"
     none), ``--weights`` (``weights``: None, "optional" or "required"), ``--import`` (repeatable: a
     module name or .py path that registers the user's components) and the ``key.path=value`` overrides
     (positional, last). The tool adds its own flags before parsing."""
-    if weights not in WEIGHTS or config not in WEIGHTS:
-        raise ValueError(f"config and weights must be one of {WEIGHTS}, got {config!r}, {weights!r}")
+    if weights not in REQUIREMENTS or config not in REQUIREMENTS:
+        raise ValueError(f"config and weights must be one of {REQUIREMENTS}, got {config!r}, {weights!r}")
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     if config:
         parser.add_argument("--config", "--config-file", dest="config", required=config == "required" and
