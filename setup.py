@@ -79,7 +79,9 @@ CONFIGS = config_packages()
 # One implementation per tool in retdet/tools/; tools/*.py are thin entry points for a checkout.
 COMMANDS = {
     "retdet-train": "train_net", "retdet-benchmark": "benchmark", "retdet-demo": "demo", "retdet-export": "export",
-    "retdet-analyze": "analyze_model", "retdet-visualize": "visualize_data", "retdet-convert-weights": "convert_weights",
+    "retdet-analyze": "analyze_model", "retdet-analyze-errors": "analyze_errors",
+    "retdet-analyze-anchors": "analyze_anchors", "retdet-visualize": "visualize_data",
+    "retdet-convert-weights": "convert_weights",
     "retdet-soak": "soak", "retdet-convert-dataset": "convert_dataset", "retdet-quantize": "quantize",
     "retdet-prune": "prune",
 }

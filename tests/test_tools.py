@@ -125,7 +125,7 @@ def test_benchmark_reference_names_a_width_it_cannot_mirror():
 
 # Every tool that reads a config takes the shared flags (retdet/engine/defaults.py), so a user's plugin
 # module can be named on any command line. convert_dataset reads no config and builds nothing.
-CONFIG_TOOLS = ["analyze_model", "benchmark", "convert_weights", "demo", "export", "prune", "quantize", "soak",
+CONFIG_TOOLS = ["analyze_anchors", "analyze_errors", "analyze_model", "benchmark", "convert_weights", "demo", "export", "prune", "quantize", "soak",
                 "train_net", "visualize_data"]
 
 

@@ -5,6 +5,8 @@
     retdet-demo             retdet.tools.demo             a trained model on images or a video
     retdet-export           retdet.tools.export           TorchScript / ONNX, checked against the eager model
     retdet-analyze          retdet.tools.analyze_model    parameters and FLOPs
+    retdet-analyze-errors   retdet.tools.analyze_errors   why a detector misses: error kinds, confusion matrix
+    retdet-analyze-anchors  retdet.tools.analyze_anchors  anchor coverage of the training boxes, anchor search
     retdet-visualize        retdet.tools.visualize_data   what the model sees after augmentation
     retdet-convert-weights  retdet.tools.convert_weights  torchvision, Detectron2, MMDetection weights
     retdet-convert-dataset  retdet.tools.convert_dataset  a Pascal VOC or YOLO dataset as a COCO json

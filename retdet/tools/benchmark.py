@@ -6,6 +6,7 @@
     python tools/benchmark.py --config configs/quickstart.py --task data
     python tools/benchmark.py --task ops
     python tools/benchmark.py --task eval --images 5000     (faster-coco-eval vs pycocotools)
+    python tools/benchmark.py --task errors --images 5000   (tools/analyze_errors.py vs a pycocotools evaluation)
 
 inference: images/s, latency median and p90, a per-stage breakdown (preprocessing, backbone+FPN,
     head, post-processing) on random images of --input-size (default 800x1216) at --batch-size
@@ -69,6 +70,12 @@ def run_eval(args) -> list:
     return evaluation_benchmark(num_images=args.images, runs=args.iters or 3)
 
 
+def run_errors(args) -> list:
+    from retdet.benchmarks.evaluation import error_analysis_benchmark
+
+    return error_analysis_benchmark(num_images=args.images, runs=args.iters or 3)
+
+
 def run_model(args) -> list:
     from retdet.benchmarks.data import data_throughput
     from retdet.benchmarks.model import inference_benchmark, train_benchmark
@@ -110,10 +117,11 @@ def _variants(args, cfg) -> dict:
 def main(argv=None) -> None:
     parser = tool_argument_parser(__doc__, config="optional", weights="optional",
                                   weights_help="inference: a checkpoint for our model (default: random)")
-    parser.add_argument("--task", choices=["train", "inference", "data", "ops", "eval"], required=True)
+    parser.add_argument("--task", choices=["train", "inference", "data", "ops", "eval", "errors"],
+                        required=True)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--iters", "--runs", type=int, default=None,
-                        help="timed iterations (train/inference 10, data 60 batches, ops 20 runs, eval 3 runs)")
+                        help="timed iterations (train/inference 10, data 60 batches, ops 20 runs, eval and errors 3 runs)")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--input-size", type=parse_hw, default=None, help="HxW of the random input images")
@@ -127,7 +135,7 @@ def main(argv=None) -> None:
                              "config after @) against ours in the same loop (repeatable)")
     parser.add_argument("--fresh-steps", type=int, default=4,
                         help="train: also time this many steps of freshly initialised models at lr 0 (0: skip)")
-    parser.add_argument("--images", type=int, default=5000, help="eval: images of the synthetic evaluation")
+    parser.add_argument("--images", type=int, default=5000, help="eval, errors: images of the synthetic results")
     parser.add_argument("--cases", nargs="*", default=None, help="ops: only cases whose name contains one of these")
     parser.add_argument("--json", default=None, help="also write the results to this JSON file")
     args = parser.parse_args(argv)
@@ -138,10 +146,10 @@ def main(argv=None) -> None:
     if args.compare and args.task not in ("train", "inference"):
         parser.error(f"--compare applies to --task train and inference, not {args.task}")
     results = {"ops": run_ops, "data": run_data, "train": run_model, "inference": run_model,
-               "eval": run_eval}[args.task](args)
+               "eval": run_eval, "errors": run_errors}[args.task](args)
 
     threads = f"{torch.get_num_threads()} CPU threads" if args.device == "cpu" else torch.cuda.get_device_name()
-    ref_name = {"ops": "torchvision", "eval": "pycocotools"}.get(args.task, "torchvision" if args.compare else "reference")
+    ref_name = {"ops": "torchvision", "eval": "pycocotools", "errors": "pycocotools"}.get(args.task, "torchvision" if args.compare else "reference")
     print(f"\n{args.task} on {args.device} ({threads}){', AMP' if args.amp else ''}: medians")
     rows = [(r["name"], r["ours"], r["ref"], r["unit"], "" if r["speedup"] is None else f"{r['speedup']:.2f}x")
             for r in results]

@@ -21,6 +21,11 @@ def label_style(height: int, width: int) -> Tuple[float, int, int]:
     return scale, max(1, round(text_px / 14)), max(1, round(text_px / 9))
 
 
+def palette_colour(label: int) -> Tuple[int, int, int]:
+    """The BGR colour of class ``label`` in every picture."""
+    return _PALETTE[int(label) % len(_PALETTE)]
+
+
 def draw_boxes(image: np.ndarray, boxes: np.ndarray, labels: Sequence[int], class_names: Sequence[str],
                scores: Optional[Sequence[float]] = None, ignore_boxes: Optional[np.ndarray] = None) -> np.ndarray:
     """A copy of the (H, W, 3) BGR ``image`` with each box outlined in its class colour and labelled.
@@ -30,7 +35,7 @@ def draw_boxes(image: np.ndarray, boxes: np.ndarray, labels: Sequence[int], clas
     out = np.ascontiguousarray(image.copy())
     font_scale, text_thickness, thickness = label_style(*out.shape[:2])
     for i, (box, label) in enumerate(zip(np.asarray(boxes).reshape(-1, 4), labels)):
-        colour = _PALETTE[int(label) % len(_PALETTE)]
+        colour = palette_colour(label)
         x0, y0, x1, y1 = (int(round(v)) for v in box)
         cv2.rectangle(out, (x0, y0), (x1, y1), colour, thickness)
         text = class_names[int(label)] if int(label) < len(class_names) else str(int(label))
