@@ -45,6 +45,11 @@ class ExportableRetinaNet(nn.Module):
         super().__init__()
         if nms not in NMS_CHOICES:
             raise ValueError(f"nms must be one of {NMS_CHOICES}, got {nms!r}")
+        for key in ("test_time_aug", "tiling"):
+            if getattr(model, key, None) is not None:
+                raise ValueError(f"model.{key} is set, but the exported graph holds the single-view model only: "
+                                 f"export without it (model.{key}=None) and run the views around the exported "
+                                 "model, or keep it in PyTorch (docs/inference.md)")
         self.model, self.nms = model.eval(), nms
 
     def forward(self, image: Tensor, image_size: Tensor) -> Tuple[Tensor, Tensor, Tensor]:

@@ -14,17 +14,10 @@ CONFIG = "configs/quickstart.py"
 
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory):
-    """Quickstart weights that detect things: random, scaled so that many anchors pass the score
-    threshold (NMS has work to do) with distinct, unsaturated scores (no ties to order arbitrarily)."""
-    from retdet.config import load_config
-    from retdet.modeling import build_model
+    """Quickstart weights that detect things (tests/helpers/models.py)."""
+    from .helpers.models import detecting_model
 
-    torch.manual_seed(0)
-    model = build_model(load_config(os.path.join(ROOT, CONFIG)).model)
-    with torch.no_grad():
-        model.head.cls_score.bias.normal_(-4.0, 1.0)
-        model.head.cls_score.weight.mul_(3)
-        model.head.bbox_pred.weight.mul_(3)
+    model = detecting_model(os.path.join(ROOT, CONFIG))
     path = tmp_path_factory.mktemp("weights") / "model.pth"
     torch.save({"model": model.state_dict()}, path)
     return str(path)

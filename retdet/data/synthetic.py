@@ -119,15 +119,33 @@ def render_image(rng: np.random.Generator, h: int, w: int) -> Tuple[np.ndarray, 
     return img, annotations
 
 
-def generate_synthetic_shapes(out_dir: str, num_images: int, seed: int) -> str:
-    """Write ``num_images`` images and ``annotations.json`` into ``out_dir``; returns the json path."""
+def render_mosaic(rng: np.random.Generator, grid: int) -> Tuple[np.ndarray, List[Tuple[List[float], int]]]:
+    """A grid x grid mosaic of rendered images of one size (a large image of small objects)."""
+    h, w = int(rng.integers(224, 321)), int(rng.integers(224, 321))
+    img = np.zeros((h * grid, w * grid, 3), np.uint8)
+    annotations = []
+    for r in range(grid):
+        for c in range(grid):
+            cell, anns = render_image(rng, h, w)
+            img[r * h:(r + 1) * h, c * w:(c + 1) * w] = cell
+            annotations += [([x + c * w, y + r * h, bw, bh], cls) for (x, y, bw, bh), cls in anns]
+    return img, annotations
+
+
+def generate_synthetic_shapes(out_dir: str, num_images: int, seed: int, grid: int = 1) -> str:
+    """Write ``num_images`` images and ``annotations.json`` into ``out_dir``; returns the json path.
+    ``grid`` > 1: each image is a grid x grid mosaic of the usual images (objects as small, image larger)."""
     image_dir = os.path.join(out_dir, "images")
     os.makedirs(image_dir, exist_ok=True)
     images, annotations = [], []
     for i in range(num_images):
         rng = np.random.default_rng([seed, i])  # per image: any subset regenerates identically
-        h, w = int(rng.integers(224, 321)), int(rng.integers(224, 321))
-        img, anns = render_image(rng, h, w)
+        if grid > 1:
+            img, anns = render_mosaic(rng, grid)
+            h, w = img.shape[:2]
+        else:
+            h, w = int(rng.integers(224, 321)), int(rng.integers(224, 321))
+            img, anns = render_image(rng, h, w)
         name = f"{i:06d}.jpg"
         ok, data = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 95])
         assert ok
@@ -168,16 +186,20 @@ def ensure_synthetic_shapes(split: str) -> Tuple[str, str]:
 
 
 def main(argv=None) -> None:
-    """``python -m retdet.data.synthetic --output DIR [--num-images N] [--seed S]``: write a
-    COCO-format dataset (DIR/annotations.json, DIR/images/) - e.g. to try the custom-dataset guide."""
+    """``python -m retdet.data.synthetic --output DIR [--num-images N] [--seed S] [--grid K]``: write a
+    COCO-format dataset (DIR/annotations.json, DIR/images/) - e.g. to try the custom-dataset guide;
+    ``--grid K``: K x K mosaics, large images of small objects (docs/inference.md)."""
     import argparse
 
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("--output", required=True)
     parser.add_argument("--num-images", type=int, default=50)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--grid", type=int, default=1)
     args = parser.parse_args(argv)
-    json_file = generate_synthetic_shapes(args.output, args.num_images, args.seed)
+    if args.grid < 1:
+        parser.error(f"--grid must be >= 1, got {args.grid}")
+    json_file = generate_synthetic_shapes(args.output, args.num_images, args.seed, grid=args.grid)
     print(f"wrote {args.num_images} images and {json_file}")
 
 

@@ -68,21 +68,25 @@ class RetinaNetPostProcess:
     ) -> List[Detections]:
         """logits (N, Hi*Wi*A, K), deltas (N, Hi*Wi*A, 4), anchors (Hi*Wi*A, 4) per level ->
         one Detections per image, boxes in original-image pixels."""
-        device_type = logits_per_level[0].device.type
         results = []
-        with torch.autocast(device_type=device_type, enabled=False):
-            for i, (image_size, original_size) in enumerate(zip(image_sizes, original_sizes)):
-                dets = self.single_image(
-                    [lg[i].float() for lg in logits_per_level],
-                    [d[i].float() for d in deltas_per_level],
-                    anchors_per_level,
-                    image_size,
-                )
-                dets.boxes = rescale_boxes(dets.boxes, image_size, original_size)
-                dets = self.finish(dets, original_size)
-                dets.image_id = image_ids[i] if i < len(image_ids) else None
-                results.append(dets)
+        for i, (dets, image_size, original_size) in enumerate(zip(
+                self.in_input(logits_per_level, deltas_per_level, anchors_per_level, image_sizes), image_sizes,
+                original_sizes)):
+            dets.boxes = rescale_boxes(dets.boxes, image_size, original_size)
+            dets = self.finish(dets, original_size)
+            dets.image_id = image_ids[i] if i < len(image_ids) else None
+            results.append(dets)
         return results
+
+    def in_input(self, logits_per_level: Sequence[Tensor], deltas_per_level: Sequence[Tensor],
+                 anchors_per_level: Sequence[Tensor], image_sizes: Sequence[Tuple[int, int]]) -> List[Detections]:
+        """As ``__call__`` up to NMS: one Detections per image, boxes in the input's pixels (before
+        :meth:`finish`); what test-time augmentation and tiling merge across views."""
+        device_type = logits_per_level[0].device.type
+        with torch.autocast(device_type=device_type, enabled=False):
+            return [self.single_image([lg[i].float() for lg in logits_per_level],
+                                      [d[i].float() for d in deltas_per_level], anchors_per_level, image_size)
+                    for i, image_size in enumerate(image_sizes)]
 
     def single_image(self, logits: Sequence[Tensor], deltas: Sequence[Tensor], anchors: Sequence[Tensor],
                      image_size: ImageSize, *, nms: str = "retdet") -> Detections:

@@ -1,6 +1,8 @@
 """RetinaNet (Lin et al. 2017): backbone -> FPN -> shared heads; focal loss; per-level decoding + NMS."""
 from __future__ import annotations
 
+import functools
+import inspect
 from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
@@ -16,7 +18,9 @@ from retdet.structures.boxes import pairwise_ioa, pairwise_iou
 
 from .losses import LossNormalizer
 from .network_runner import NetworkRunner
+from .postprocess import rescale_boxes
 from .preprocess import Preprocessor
+from .test_time_aug import TestTimeAugmentation, TiledInference
 
 
 def _part(value: Union[Mapping, Any], registry: Registry, where: str, **extra: Any) -> Any:
@@ -24,6 +28,19 @@ def _part(value: Union[Mapping, Any], registry: Registry, where: str, **extra: A
     if isinstance(value, Mapping):
         return build(value, registry, where=where, **extra)
     return value
+
+
+def _options(cls: type, value: Any, where: str) -> Any:
+    """``cls`` built from a dict of its options (a config node's; a ``type`` key is ignored), an unknown
+    option named with the known ones."""
+    if not isinstance(value, Mapping):
+        raise ValueError(f"{where} must be a dict of options (or None), got {value!r}")
+    options = {k: v for k, v in value.items() if k != "type"}
+    known = [p for p in inspect.signature(cls).parameters if p != "where"]
+    for key in options:
+        if key not in known:
+            raise ValueError(f"{where}.{key} is not an option: {where} takes {known}")
+    return cls(**options, where=where)
 
 
 def permute_to_N_HWA_K(tensor: Tensor, k: int) -> Tensor:
@@ -83,6 +100,8 @@ class RetinaNet(nn.Module):
         ignore_ioa_threshold: float = 0.5,
         channels_last: bool = False,
         compile: Union[bool, Mapping[str, Any]] = False,
+        test_time_aug: Optional[Mapping[str, Any]] = None,
+        tiling: Optional[Mapping[str, Any]] = None,
     ) -> None:
         super().__init__()
         self.backbone = _part(backbone, BACKBONES, "model.backbone")
@@ -115,6 +134,10 @@ class RetinaNet(nn.Module):
         # A pruned network's layer widths (retdet/pruning/widths.py), saved in its checkpoints; None: the
         # widths the config builds.
         self.pruned_widths: Optional[Dict[str, List[int]]] = None
+        # Inference on several views of each image, merged (retdet/modeling/test_time_aug.py); None: one view.
+        self.test_time_aug = (None if test_time_aug is None
+                              else _options(TestTimeAugmentation, test_time_aug, "model.test_time_aug"))
+        self.tiling = None if tiling is None else _options(TiledInference, tiling, "model.tiling")
 
     # ---- network ---------------------------------------------------------------------------------
 
@@ -144,10 +167,25 @@ class RetinaNet(nn.Module):
 
     def forward_inference(self, samples: Sequence[ImageSample]) -> List[Detections]:
         """-> one Detections per image, boxes in its original size."""
-        out = self.dense_outputs(samples)
         original_sizes = [s.original_size or s.image_size for s in samples]
-        return self.postprocess(out.logits, out.deltas, out.anchors, out.image_sizes, original_sizes,
-                                [s.image_id for s in samples])
+        if self.test_time_aug is None and self.tiling is None:
+            out = self.dense_outputs(samples)
+            return self.postprocess(out.logits, out.deltas, out.anchors, out.image_sizes, original_sizes,
+                                    [s.image_id for s in samples])
+        detect = self.detect_in_input
+        if self.test_time_aug is not None:
+            detect = functools.partial(self.test_time_aug.detect, self, detect=self.detect_in_input)
+        results = self.tiling.detect(self, samples, detect) if self.tiling is not None else detect(samples)
+        for s, dets, original_size in zip(samples, results, original_sizes):
+            dets.boxes = rescale_boxes(dets.boxes, s.image_size, original_size)
+            self.postprocess.finish(dets, original_size)
+            dets.image_id = s.image_id
+        return results
+
+    def detect_in_input(self, samples: Sequence[ImageSample]) -> List[Detections]:
+        """One view: detections after NMS, boxes in each sample's input pixels (not its original size)."""
+        out = self.dense_outputs(samples)
+        return self.postprocess.in_input(out.logits, out.deltas, out.anchors, out.image_sizes)
 
     def dense_outputs(self, samples: Sequence[ImageSample]) -> DenseOutputs:
         """Everything before losses or post-processing: preprocessing, the network and the anchors

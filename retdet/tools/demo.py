@@ -7,7 +7,12 @@ Writes each image with its boxes, class names and scores drawn (a video: an anno
 <name>_detections.mp4) and one COCO-format results json (results.json: image_id, category_id,
 bbox as [x, y, w, h], score) with an images.json mapping image ids to files (or frame numbers).
 Folders and videos show progress with an ETA.
+
+--tiles TILE[,OVERLAP] runs large images as overlapping TILE-pixel windows at their own resolution (no
+test resize) plus the whole image shrunk to one tile (model.tiling; docs/inference.md); --tta adds the
+mirrored view (model.test_time_aug). Both can also be set as config overrides.
 """
+import argparse
 import json
 import logging
 import os
@@ -59,6 +64,17 @@ def draw(image: np.ndarray, dets, class_names, score_thresh: float) -> np.ndarra
                       dets.scores[keep].tolist())
 
 
+def parse_tiles(text: str) -> tuple:
+    """"TILE" or "TILE,OVERLAP" (pixels) -> (tile, overlap)."""
+    try:
+        values = [int(v) for v in text.split(",")]
+    except ValueError:
+        values = []
+    if len(values) not in (1, 2):
+        raise argparse.ArgumentTypeError(f"expected TILE or TILE,OVERLAP in pixels, got {text!r}")
+    return values[0], values[1] if len(values) == 2 else values[0] // 4
+
+
 def list_images(folder: str) -> list:
     files = sorted(f for f in os.listdir(folder) if f.lower().endswith(IMAGE_EXTENSIONS))
     if not files:
@@ -71,12 +87,21 @@ def main(argv=None) -> None:
     parser.add_argument("--input", required=True, help="an image, a folder of images, or a video")
     parser.add_argument("--output", required=True, help="folder for the drawn images and results json")
     parser.add_argument("--score-thresh", type=float, default=0.3, help="draw and report detections above this")
+    parser.add_argument("--tiles", type=parse_tiles, default=None, metavar="TILE[,OVERLAP]",
+                        help="tiled inference at the images' own size: TILE px windows, OVERLAP px shared "
+                             "(default TILE/4), plus the whole image shrunk to one tile")
+    parser.add_argument("--tta", action="store_true", help="test-time augmentation: also the mirrored image")
     args = parser.parse_args(argv)
     logger = setup_logger(name="retdet")
     if not os.path.exists(args.input):
         raise SystemExit(f"--input {args.input}: no such file or folder")
 
     cfg = load_tool_config(args)
+    if args.tiles:
+        cfg.model.tiling = dict(tile=args.tiles[0], overlap=args.tiles[1], full_image=True)
+        cfg.dataloader.test.transforms = []  # windows at the image's own resolution
+    if args.tta:
+        cfg.model.test_time_aug = dict(flips=[False, True])
     model = build_model_from_config(cfg, args.weights, logger=logger)
     predictor = Predictor(cfg, model)
     class_names, category_ids = dataset_classes(cfg)

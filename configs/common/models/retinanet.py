@@ -35,4 +35,8 @@ model = dict(
     # True (or a dict of torch.compile arguments): backbone, FPN and head run under torch.compile,
     # for training and inference alike; compiled on the first forward (see RetinaNet.network).
     compile=False,
+    # Inference on several views, merged (retdet/modeling/test_time_aug.py, docs/inference.md): e.g.
+    # test_time_aug=dict(flips=[False, True], scales=[0.8, 1.0, 1.2]), tiling=dict(tile=512, overlap=128).
+    test_time_aug=None,
+    tiling=None,
 )
