@@ -126,8 +126,9 @@ def test_tiles_bound_the_network_input_on_a_6000x8000_image():
 
     def detect(samples):
         seen.extend(s.image_size for s in samples)
+        sizes = [s.image_size for s in samples]
         return [Detections(boxes=torch.tensor([[w / 2 - 5, h / 2 - 5, w / 2 + 5, h / 2 + 5]]),
-                           scores=torch.tensor([0.5]), labels=torch.tensor([0])) for h, w in (s.image_size for s in samples)]
+                           scores=torch.tensor([0.5]), labels=torch.tensor([0])) for h, w in sizes]
 
     stub = SimpleNamespace(postprocess=SimpleNamespace(nms_threshold=0.5, max_detections=1000))
     tiler = TiledInference(tile=1024, overlap=128, full_image=True, batch_size=2)

@@ -9,5 +9,5 @@ dataloader.register = [dict(name="shapes_mosaic", json_file="datasets/shapes_mos
 dataloader.test.dataset.names = ["shapes_mosaic"]
 dataloader.test.transforms = [dict(type="ResizeShortestEdge", short_edge_length=640, max_size=1280)]
 dataloader.test.batch_size = 1
-model.tiling = dict(tile=256, overlap=64, full_image=True)
+model.tiling = dict(tile=256, overlap=128, full_image=True)
 train.output_dir = "./output/large_images"

@@ -24,6 +24,7 @@ from .coco_evaluator import evaluate_coco
 from .confusion_matrix import confusion_matrix
 from .error_analysis import (ERROR_KINDS, ERROR_NAMES, IGNORED, SPECIAL_KINDS, TP, GroundTruth, Matched,
                              check_results, error_breakdown, load_ground_truth, match, precision_recall_at_best_f1)
+from .plots import plot_confusion_matrix, plot_error_breakdown
 
 logger = logging.getLogger("retdet")
 
@@ -85,8 +86,8 @@ def write_error_report(ground_truth: GroundTruth, results: Any, output_dir: str,
                              "counts": matrix.tolist()},
         "per_class": per_class,
     }
-    pictures = {"errors": _plot_breakdown(breakdown, os.path.join(output_dir, "errors.png")),
-                "confusion_matrix": _plot_confusion(matrix, names, iou, score_threshold,
+    pictures = {"errors": plot_error_breakdown(breakdown, os.path.join(output_dir, "errors.png")),
+                "confusion_matrix": plot_confusion_matrix(matrix, names, iou, score_threshold,
                                                     os.path.join(output_dir, "confusion_matrix.png"))}
     worst = _worst_images(m, score_threshold, num_images)
     summary["worst_images"] = [{"image_id": i, "missed": a, "false": b} for i, a, b in worst]
@@ -152,58 +153,6 @@ def _worst_images(m: Matched, score_threshold: float, n: int) -> List[tuple]:
     false = np.bincount(np.searchsorted(ids, m.det_image[e["false"]]), minlength=len(ids))
     order = np.lexsort((ids, -(missed + false)))[:n]
     return [(int(ids[i]), int(missed[i]), int(false[i])) for i in order if missed[i] + false[i] > 0]
-
-
-def _plot_breakdown(b: Mapping[str, Any], path: str) -> str:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    kinds = list(ERROR_KINDS) + list(SPECIAL_KINDS)
-    values = [b["dap"][k] for k in kinds]
-    fig, ax = plt.subplots(figsize=(6.4, 3.6))
-    colours = ["#d95f02"] * len(ERROR_KINDS) + ["#7570b3"] * len(SPECIAL_KINDS)
-    ax.barh([ERROR_NAMES[k] for k in kinds][::-1], values[::-1], color=colours[::-1])
-    for y, v in enumerate(values[::-1]):
-        ax.text(v, y, f" {v:.2f}", va="center", fontsize=9)
-    ax.set_xlabel(f"AP{int(round(b['iou'] * 100))} gained by fixing it (base {b['ap']:.2f})", fontsize=10)
-    ax.set_xlim(0, max(values + [1.0]) * 1.18)
-    ax.tick_params(labelsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
-
-
-def _plot_confusion(matrix: np.ndarray, names: Sequence[str], iou: float, score_threshold: float, path: str) -> str:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    labels = list(names) + ["background"]
-    rows = matrix.sum(1, keepdims=True)
-    share = np.divide(matrix, rows, out=np.zeros(matrix.shape), where=rows > 0)
-    size = min(12.0, 2.0 + 0.55 * len(labels))
-    fig, ax = plt.subplots(figsize=(size + 1.2, size))
-    im = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
-    if len(labels) <= 30:  # beyond that the numbers do not fit in the cells
-        for i in range(len(labels)):
-            for j in range(len(labels)):
-                if matrix[i, j]:
-                    ax.text(j, i, str(matrix[i, j]), ha="center", va="center", fontsize=8,
-                            color="white" if share[i, j] > 0.5 else "black")
-    ax.set_xticks(range(len(labels)), labels, rotation=90 if len(labels) > 6 else 0, fontsize=8)
-    ax.set_yticks(range(len(labels)), labels, fontsize=8)
-    ax.set_xlabel("prediction", fontsize=10)
-    ax.set_ylabel("ground truth", fontsize=10)
-    ax.set_title(f"IoU {iou}, score >= {score_threshold} (colour: share of the row)", fontsize=10)
-    fig.colorbar(im, ax=ax, fraction=0.046)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
 
 
 def _gallery(m: Matched, gt: Mapping[str, Any], worst: List[tuple], image_root: str, names: Sequence[str],

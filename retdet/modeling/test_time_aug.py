@@ -51,6 +51,14 @@ def _positive(value, where: str):
     return value
 
 
+def merge_options(merge: str, iou_threshold: Optional[float], max_detections: Optional[int],
+                  where: str) -> Tuple[str, Optional[float], Optional[int]]:
+    """The merge settings shared by views and tiles, checked (None: the post-processing's value)."""
+    return (check_merge(merge, where),
+            None if iou_threshold is None else float(_positive(iou_threshold, f"{where}.iou_threshold")),
+            None if max_detections is None else int(_positive(max_detections, f"{where}.max_detections")))
+
+
 class TestTimeAugmentation:
     """Every (scale, flip) view of each image: scaled by ``scale`` (of the test-resized size), mirrored
     left-right when ``flip``; boxes mapped back to the unaugmented input, merged.
@@ -76,10 +84,8 @@ class TestTimeAugmentation:
             raise ValueError(f"{where}.scales must be a non-empty list of positive factors, got {scales!r}")
         self.scales = [float(_positive(s, f"{where}.scales")) for s in scales]
         self.flips = list(flips)
-        self.merge = check_merge(merge, where)
-        self.iou_threshold = None if iou_threshold is None else float(_positive(iou_threshold, f"{where}.iou_threshold"))
-        self.max_detections = None if max_detections is None else int(_positive(max_detections,
-                                                                               f"{where}.max_detections"))
+        self.merge, self.iou_threshold, self.max_detections = merge_options(merge, iou_threshold, max_detections,
+                                                                            where)
         self.views = [(s, f) for s in self.scales for f in self.flips]
 
     def detect(self, model, samples: Sequence[ImageSample], detect: Detect) -> List[Detections]:
@@ -143,10 +149,8 @@ class TiledInference:
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"{where}.batch_size must be a positive integer, got {batch_size!r}")
         self.tile, self.overlap, self.full_image, self.batch_size = tile, overlap, full_image, batch_size
-        self.merge = check_merge(merge, where)
-        self.iou_threshold = None if iou_threshold is None else float(_positive(iou_threshold, f"{where}.iou_threshold"))
-        self.max_detections = None if max_detections is None else int(_positive(max_detections,
-                                                                               f"{where}.max_detections"))
+        self.merge, self.iou_threshold, self.max_detections = merge_options(merge, iou_threshold, max_detections,
+                                                                            where)
 
     def starts(self, length: int) -> List[int]:
         """Window starts along a side of ``length`` px: the fewest windows that cover it with neighbours

@@ -37,6 +37,7 @@ def main(argv=None) -> None:
     from retdet.data import merge_datasets, register_from_config
     from retdet.evaluation import anchor_coverage as ac
     from retdet.evaluation.anchor_search import AnchorFitness, AnchorSetting, search_anchors
+    from retdet.evaluation.plots import plot_anchor_coverage
     from retdet import modeling  # noqa: F401  (registers the anchor generators and matchers)
     from retdet.registry import ANCHOR_GENERATORS, MATCHERS, build
 
@@ -79,7 +80,7 @@ def main(argv=None) -> None:
         lines += [f"Fitness (matched fraction + 0.5 x mean best IoU): config {o['start_fitness']:.4f}, k-means "
                   f"start {o['kmeans_fitness']:.4f}, optimised {o['fitness']:.4f}.", "",
                   "Overrides:", "", "    " + " ".join(o["overrides"]), ""]
-    plot = _plot(data, before, fg_iou, os.path.join(output, "anchor_coverage.png"))
+    plot = plot_anchor_coverage(data.wh, before, fg_iou, os.path.join(output, "anchor_coverage.png"))
     lines += [f"![coverage]({os.path.basename(plot)})", ""]
     text = "\n".join(lines)
     with open(os.path.join(output, "anchors.md"), "w") as f:
@@ -88,34 +89,6 @@ def main(argv=None) -> None:
         json.dump(report, f, indent=1)
     print(text)
     print(f"written: {output}/anchors.md, anchors.json, {os.path.basename(plot)}")
-
-
-def _plot(data, cov, fg_iou, path):
-    """Box width against height (log scales), coloured by best IoU; unmatchable boxes marked."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    wh = np.maximum(data.wh, 0.5)
-    fig, ax = plt.subplots(figsize=(6.4, 5.2))
-    sc = ax.scatter(wh[:, 0], wh[:, 1], c=cov["best_iou"], cmap="viridis", vmin=0, vmax=1, s=6, alpha=0.6)
-    none = cov["positives"] == 0
-    if none.any():
-        ax.scatter(wh[none, 0], wh[none, 1], marker="x", c="red", s=18, label=f"unmatchable ({int(none.sum())})")
-    weak = (cov["best_iou"] < fg_iou) & ~none
-    ax.scatter([], [], c="white", label=f"best IoU < {fg_iou}: {int(weak.sum())} of {len(wh)}")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("box width (model-input px)")
-    ax.set_ylabel("box height (model-input px)")
-    ax.legend(fontsize=9, loc="upper left")
-    fig.colorbar(sc, ax=ax, label="best anchor IoU")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
 
 
 if __name__ == "__main__":
