@@ -219,3 +219,27 @@ def test_fine_tuning_a_pruned_checkpoint_and_resuming_it(tmp_path):
     trainer = Trainer(longer, output_dir=run, resume=True)
     assert trainer.start_iter == 4
     trainer.train()
+
+
+@pytest.mark.parametrize("frozen", [False, True])
+def test_narrow_strided_1x1_shortcut_runs_as_a_slice_with_the_same_results(frozen):
+    """A pruned downsample shortcut (1x1, stride 2, 8 input channels, channels-last): the slice that
+    avoids oneDNN's broken kernel (retdet/layers/conv_bn.py) gives the module's outputs and gradients,
+    over several input sizes (the kernel corrupted the heap from the second size on)."""
+    from retdet.layers.conv_bn import conv_norm, strided_1x1_as_slice
+
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(8, 16, 1, stride=2, bias=False).to(memory_format=torch.channels_last)
+    norm = FrozenBatchNorm2d(16) if frozen else torch.nn.BatchNorm2d(16).eval()
+    for h, w in [(36, 48), (40, 56), (45, 61)]:
+        x = torch.randn(4, 8, h, w).contiguous(memory_format=torch.channels_last).requires_grad_()
+        assert strided_1x1_as_slice(x, conv)
+        y = conv_norm(x, conv, norm)
+        (gx,) = torch.autograd.grad(y.square().sum(), x)
+        x_ref = x.detach().contiguous().requires_grad_()  # NCHW: the plain module path
+        y_ref = norm(conv.to(memory_format=torch.contiguous_format)(x_ref))
+        conv.to(memory_format=torch.channels_last)
+        (gx_ref,) = torch.autograd.grad(y_ref.square().sum(), x_ref)
+        assert y.shape == y_ref.shape == (4, 16, (h + 1) // 2, (w + 1) // 2)
+        torch.testing.assert_close(y, y_ref)
+        torch.testing.assert_close(gx, gx_ref)
