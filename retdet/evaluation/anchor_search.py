@@ -44,27 +44,28 @@ class AnchorSetting:
                              [round(r, 3) for r in self.aspect_ratios])
 
 
-def cell_anchors(setting: AnchorSetting, order: str = "size_major") -> List[np.ndarray]:
-    """Per level, the (A, 4) anchors centred at 0, as retdet.modeling.AnchorGenerator builds them."""
-    cells = []
-    for level in setting.sizes:
-        pairs = ([(s, r) for s in level for r in setting.aspect_ratios] if order == "size_major"
-                 else [(s, r) for r in setting.aspect_ratios for s in level])
-        w = np.array([s / math.sqrt(r) for s, r in pairs])
-        h = np.array([s * math.sqrt(r) for s, r in pairs])
-        cells.append(np.stack([-w / 2, -h / 2, w / 2, h / 2], 1))
-    return cells
+def cell_anchors(setting: AnchorSetting, order: str = "size_major", round_cell: bool = False) -> List[np.ndarray]:
+    """Per level, the (A, 4) anchors centred at 0, built by retdet.modeling.AnchorGenerator itself."""
+    from retdet.modeling.anchor_generator import AnchorGenerator
+
+    generator = AnchorGenerator(sizes=setting.sizes, aspect_ratios=setting.aspect_ratios,
+                                strides=[1] * len(setting.sizes), order=order, round_cell=round_cell)
+    return [generator.cell_anchors(level).numpy() for level in range(len(setting.sizes))]
 
 
 class AnchorFitness:
-    """Scores settings on ``data`` for anchors with ``strides`` and grid ``offset``."""
+    """Scores settings on ``data`` for anchors with ``strides``, grid ``offset`` and the generator's
+    ``order`` and ``round_cell``."""
 
-    def __init__(self, data: TrainingBoxes, strides: Sequence[int], offset: float, fg_iou: float) -> None:
+    def __init__(self, data: TrainingBoxes, strides: Sequence[int], offset: float, fg_iou: float, *,
+                 order: str = "size_major", round_cell: bool = False) -> None:
         self.data, self.strides, self.offset, self.fg_iou = data, list(strides), float(offset), float(fg_iou)
+        self.order, self.round_cell = order, round_cell
         self.grid = grid_extent(data, self.strides)
 
     def best_iou(self, setting: AnchorSetting) -> np.ndarray:
-        return best_iou_nearest(cell_anchors(setting), self.strides, self.offset, self.data, self.grid)
+        return best_iou_nearest(cell_anchors(setting, self.order, self.round_cell), self.strides, self.offset,
+                                self.data, self.grid)
 
     def __call__(self, setting: AnchorSetting) -> float:
         best = self.best_iou(setting)

@@ -93,20 +93,14 @@ def check_results(results: Any, gt: Mapping[str, Any], *, source: str = "results
 
 
 def box_iou(dt: np.ndarray, gt: np.ndarray, crowd: np.ndarray) -> np.ndarray:
-    """(D, G) IoU of xywh boxes as COCO computes it: for a crowd box, the intersection over the
-    detection's area."""
+    """(D, G) IoU of xywh boxes, by pycocotools itself (for a crowd box: the intersection over the
+    detection's area), so that the matching here sees COCOeval's numbers."""
+    from pycocotools import mask as mask_utils
+
     if len(dt) == 0 or len(gt) == 0:
         return np.zeros((len(dt), len(gt)))
-    dx0, dy0 = dt[:, 0:1], dt[:, 1:2]
-    dx1, dy1 = dx0 + dt[:, 2:3], dy0 + dt[:, 3:4]
-    gx0, gy0 = gt[None, :, 0], gt[None, :, 1]
-    gx1, gy1 = gx0 + gt[None, :, 2], gy0 + gt[None, :, 3]
-    inter = np.clip(np.minimum(dx1, gx1) - np.maximum(dx0, gx0), 0, None) * \
-        np.clip(np.minimum(dy1, gy1) - np.maximum(dy0, gy0), 0, None)
-    dt_area = dt[:, 2:3] * dt[:, 3:4]
-    union = np.where(crowd[None, :], dt_area, dt_area + (gt[:, 2] * gt[:, 3])[None, :] - inter)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(union > 0, inter / union, 0.0)
+    return np.asarray(mask_utils.iou(np.asarray(dt, np.float64), np.asarray(gt, np.float64),
+                                     np.asarray(crowd, np.uint8)), np.float64).reshape(len(dt), len(gt))
 
 
 @dataclass

@@ -60,7 +60,8 @@ def main(argv=None) -> None:
     sections = [("the config's anchors", report["coverage"])]
     if args.optimize:
         start = AnchorSetting([list(s) for s in generator.sizes], list(generator.aspect_ratios))
-        fitness = AnchorFitness(data, generator.strides, generator.offset, fg_iou)
+        fitness = AnchorFitness(data, generator.strides, generator.offset, fg_iou, order=generator.order,
+                                round_cell=generator.round_cell)
         found = search_anchors(fitness, start, generations=args.generations, seed=args.seed)
         best = found["setting"]
         tuned = build(dict(cfg.model.anchor_generator, sizes=best.sizes, aspect_ratios=best.aspect_ratios),
