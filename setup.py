@@ -100,7 +100,9 @@ setup(
     # int8 inference (tools/quantize.py) needs onnx and onnxruntime; OpenVINO is a second runtime for it.
     extras_require={"fast-eval": ["faster-coco-eval==1.8.0"], "slurm": ["submitit==1.5.4"],
                     "int8": ["onnx>=1.16", "onnxruntime>=1.20"], "openvino": ["openvino==2026.4.1"],
-                    "prune": ["torch-pruning==1.6.1"]},
+                    "prune": ["torch-pruning==1.6.1"],
+                    # experiment trackers (retdet/engine/trackers.py); mlflow-skinny: the client without the server
+                    "mlflow": ["mlflow-skinny==3.18.0"], "wandb": ["wandb==0.31.0"]},
     ext_modules=[extension()],
     cmdclass={"build_ext": BuildExtension},
     zip_safe=False,

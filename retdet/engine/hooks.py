@@ -3,7 +3,7 @@ list them in ``train.hooks`` (e.g. ``[dict(type="MyHook", every=100)]``)."""
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, List
+from typing import TYPE_CHECKING, Any, List, Mapping
 
 from retdet.registry import HOOKS
 
@@ -13,7 +13,10 @@ if TYPE_CHECKING:  # pragma: no cover
 
 class HookBase:
     """Override any of these. ``self.trainer`` is set before ``before_train``; ``trainer.iter`` is
-    the current iteration (0-based)."""
+    the current iteration (0-based).
+
+    ``after_metrics`` and ``after_eval`` are called on the main process only (rank 0): what an
+    experiment tracker logs (retdet/engine/trackers.py)."""
 
     trainer: "Trainer"
 
@@ -28,6 +31,14 @@ class HookBase:
 
     def after_step(self) -> None:
         pass
+
+    def after_metrics(self, iteration: int, values: Mapping[str, float]) -> None:
+        """Every record written to metrics.json (losses, lr, evaluation numbers, validation loss...)."""
+
+    def after_eval(self, results: Mapping[str, Any], eval_dir: str) -> None:
+        """After each evaluation: ``results`` as :func:`retdet.evaluation.evaluate.evaluate` returns
+        them (``results["bbox"]["AP"]``, ``results["per_class"]``...); ``eval_dir`` holds its files
+        (coco_results.json, pr_curves.png, detections.png)."""
 
 
 @HOOKS.register()

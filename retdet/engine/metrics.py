@@ -5,7 +5,7 @@ import json
 import os
 import statistics
 from collections import defaultdict, deque
-from typing import Dict, Mapping, Optional
+from typing import Callable, Dict, List, Mapping, Optional
 
 from retdet.utils import comm
 
@@ -20,6 +20,8 @@ class MetricsLog:
         self.json_path = os.path.join(output_dir, "metrics.json") if output_dir and comm.is_main_process() else None
         if self.json_path and os.path.exists(self.json_path):
             self._drop_records_from(start_iter)
+        # called with (iteration, values) for every record written (the hooks' after_metrics)
+        self.listeners: List[Callable[[int, Mapping[str, float]], None]] = []
         self.tb = None
         if self.json_path:
             try:
@@ -64,3 +66,5 @@ class MetricsLog:
         if self.tb is not None:
             for k, v in values.items():
                 self.tb.add_scalar(k, v, iteration)
+        for listener in self.listeners:
+            listener(iteration, values)

@@ -4,7 +4,8 @@ Each loss returns the *sum* over its inputs; the normaliser divides the sums (pe
 """
 from __future__ import annotations
 
-from typing import Dict, List, Sequence
+import contextlib
+from typing import Dict, Iterator, List, Optional, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -100,6 +101,9 @@ class LossNormalizer(nn.Module):
 
     With several workers, DDP averages gradients over them; ``world_scale`` (the world size)
     multiplies each worker's loss so that the average equals the global-batch loss.
+
+    Gradient accumulation (``train.accumulate``) runs one batch as several micro-batches, and inside
+    :meth:`accumulating` the divisor of the whole batch is not known until the last one: see there.
     """
 
     MODES = ("ema", "batch", "per_image")
@@ -111,6 +115,7 @@ class LossNormalizer(nn.Module):
         self.mode, self.momentum = mode, momentum
         # A buffer: saved in checkpoints, so a resumed run continues with the same value.
         self.register_buffer("ema", torch.tensor(float(initial)), persistent=True)
+        self._accumulation: Optional["Accumulation"] = None
 
     def groups(self, num_images: int) -> List[slice]:
         """The sets of images whose losses are summed together before the division: each image alone
@@ -122,10 +127,16 @@ class LossNormalizer(nn.Module):
     def forward(self, summed: Sequence[Dict[str, Tensor]], num_foreground: Tensor) -> Dict[str, Tensor]:
         """summed: per set of :meth:`groups`, the losses summed over its anchors ({name: scalar});
         num_foreground: (N,) each image's foreground anchors -> {name: the normalised loss}."""
+        acc = self._accumulation
         if self.mode == "per_image":
             divisors = [count.clamp(min=1).float() for count in num_foreground]
-            return {name: torch.stack([s[name] / d for s, d in zip(summed, divisors)]).mean() for name in summed[0]}
-        divisor = self.batch_normalizer(num_foreground.sum())
+            scale = acc.num_micro_batches if acc is not None else 1  # the mean over all micro-batches' images
+            return {name: torch.stack([s[name] / d for s, d in zip(summed, divisors)]).mean() / scale
+                    for name in summed[0]}
+        if acc is not None:
+            divisor = acc.provisional_divisor(num_foreground.sum())
+        else:
+            divisor = self.batch_normalizer(num_foreground.sum())
         (batch,) = summed
         return {name: loss / divisor for name, loss in batch.items()}
 
@@ -139,6 +150,51 @@ class LossNormalizer(nn.Module):
                     self.ema.mul_(self.momentum).add_((1 - self.momentum) * count)
             count = self.ema.clamp(min=1.0)
         return count / world
+
+
+    @contextlib.contextmanager
+    def accumulating(self, num_micro_batches: int) -> Iterator["Accumulation"]:
+        """Micro-batches of one batch: inside, each micro-batch's summed loss is divided by the same
+        provisional divisor (the current EMA, or 100 for "batch": only its order of magnitude
+        matters, to keep AMP's scaled gradients in range). :meth:`Accumulation.correction`, after the
+        last micro-batch, gives the factor p / d that turns the accumulated gradients (and losses) into
+        those of the whole batch, whose divisor d counts the foreground anchors of all micro-batches
+        (on all workers) and updates the EMA once, as one batch would. Gradients are linear in the
+        loss, so this is exact up to float rounding. "per_image" needs no correction (factor 1)."""
+        self._accumulation = Accumulation(self, num_micro_batches)
+        try:
+            yield self._accumulation
+        finally:
+            self._accumulation = None
+
+
+class Accumulation:
+    """The state of :meth:`LossNormalizer.accumulating` over one batch's micro-batches."""
+
+    def __init__(self, normalizer: LossNormalizer, num_micro_batches: int) -> None:
+        self.normalizer, self.num_micro_batches = normalizer, int(num_micro_batches)
+        self.divisor: Optional[Tensor] = None  # p, fixed at the first micro-batch
+        self.foreground: Optional[Tensor] = None  # this worker's foreground anchors so far
+
+    def provisional_divisor(self, num_foreground: Tensor) -> Tensor:
+        count = num_foreground.detach().float()
+        self.foreground = count if self.foreground is None else self.foreground + count
+        if self.divisor is None:
+            start = self.normalizer.ema if self.normalizer.mode == "ema" else torch.tensor(100.0)
+            self.divisor = start.detach().clone().to(count.device).clamp(min=1.0) / _world_size()
+        return self.divisor
+
+    def correction(self) -> float:
+        """p / d (1.0 for "per_image", or when no micro-batch reached the normaliser)."""
+        if self.normalizer.mode == "per_image" or self.divisor is None:
+            return 1.0
+        return float(self.divisor / self.normalizer.batch_normalizer(self.foreground))
+
+
+def _world_size() -> int:
+    import torch.distributed as dist
+
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
 def _sum_over_workers(value: Tensor):

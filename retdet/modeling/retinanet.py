@@ -165,6 +165,16 @@ class RetinaNet(nn.Module):
         gt_labels, gt_boxes = self.label_anchors(torch.cat(out.anchors), samples)
         return self.losses(out.anchors, out.logits, out.deltas, gt_labels, gt_boxes)
 
+    def summed_losses(self, samples: Sequence[ImageSample]) -> Tuple[Dict[str, Tensor], Tensor]:
+        """-> ({"loss_cls", "loss_box_reg"} summed over every anchor of the batch, its number of
+        foreground anchors (0-dim)): not normalised, so that sums over a whole set divided by the
+        set's count do not depend on batching (the validation loss, retdet/evaluation/validation_loss.py)."""
+        out = self.dense_outputs(samples)
+        gt_labels, gt_boxes = self.label_anchors(torch.cat(out.anchors), samples)
+        summed = self._summed_losses(torch.cat(out.logits, dim=1), torch.cat(out.deltas, dim=1), torch.cat(out.anchors),
+                                     gt_labels, gt_boxes)
+        return summed, ((gt_labels >= 0) & (gt_labels != self.num_classes)).sum()
+
     def forward_inference(self, samples: Sequence[ImageSample]) -> List[Detections]:
         """-> one Detections per image, boxes in its original size."""
         original_sizes = [s.original_size or s.image_size for s in samples]

@@ -48,3 +48,11 @@ class FailOnRank(HookBase):
 
         if comm.get_rank() == self.rank and self.trainer.iter == self.iteration:
             raise RuntimeError(f"deliberate failure on rank {self.rank}")
+
+
+@HOOKS.register()
+class RunNondeterministicOp(HookBase):
+    """Runs ``Tensor.put_`` (torch has no deterministic CPU kernel for it) before every step."""
+
+    def before_step(self) -> None:
+        torch.zeros(4).put_(torch.tensor([1, 1]), torch.tensor([1.0, 2.0]))

@@ -14,6 +14,15 @@ train = dict(
     seed=0,
     output_dir="./output/retinanet_R50_FPN_1x",
     init_checkpoint="",
+    # micro-batches of dataloader.train.total_batch_size per optimizer step: the update of an N times larger
+    # batch (BatchNorm statistics excepted: see docs/training.md)
+    accumulate=1,
+    # True: bit-identical reruns (torch's deterministic algorithms; nondeterministic ops listed); "strict": those are errors
+    deterministic=False,
+    val_loss_period=0,  # every N iterations: the losses on dataloader.test (val/* in metrics.json)
+    # e.g. dict(metric="AP", patience=5, min_delta=0.1) or dict(metric="val_loss", patience=3): stop when the metric
+    # has not improved for `patience` evaluations (model_best.pth follows the metric); None: never stop early
+    early_stop=None,
     # finish the step, save a checkpoint and exit with status 75 on these (what schedulers send before a kill)
     preempt_signals=["SIGTERM", "SIGUSR1"],
 )
