@@ -41,6 +41,7 @@ __all__ = [
     "POSTPROCESSORS",
     "PRUNING_IMPORTANCES",
     "DISTILL_LOSSES",
+    "SAMPLERS",
 ]
 
 T = TypeVar("T")
@@ -159,6 +160,7 @@ EVALUATORS: Registry = Registry("evaluators")
 POSTPROCESSORS: Registry = Registry("postprocessors")
 PRUNING_IMPORTANCES: Registry = Registry("pruning_importances")  # channel importance for tools/prune.py
 DISTILL_LOSSES: Registry = Registry("distill_losses")  # student-teacher losses for train.distill
+SAMPLERS: Registry = Registry("samplers")  # training index streams for dataloader.train.sampler
 
 
 def lookup(type_name: str, registry: Optional[Registry] = None) -> Callable[..., Any]:

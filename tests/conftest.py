@@ -10,6 +10,12 @@ from typing import Optional
 
 import pytest
 
+# Nothing in the tests may contact the network: the trackers' own usage statistics are off for this
+# process and every tool it starts (tests/test_docs.py runs the guides' tracker commands).
+for _name, _value in (("MLFLOW_DISABLE_TELEMETRY", "true"), ("DO_NOT_TRACK", "true"), ("WANDB_ERROR_REPORTING", "false"),
+                      ("WANDB_DISABLE_GIT", "true"), ("WANDB_DISABLE_CODE", "true")):
+    os.environ.setdefault(_name, _value)
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = os.path.join(ROOT, "configs")
 SHARED = os.path.join(os.path.dirname(ROOT), "shared")

@@ -11,12 +11,12 @@ import numpy as np
 import torch
 from torch.utils.data import BatchSampler, DataLoader
 
-from retdet.registry import TRANSFORMS, build
+from retdet.registry import SAMPLERS, TRANSFORMS, RegistryError, build, is_config_node
 
 from .catalog import get_dataset, register_coco, register_voc, register_yolo
 from .dataset import DetectionDataset
 from .records import DatasetInfo
-from .samplers import GroupedBatchSampler, InferenceSampler, TrainingSampler
+from .samplers import EpochSampler, GroupedBatchSampler, InferenceSampler
 
 logger = logging.getLogger("retdet")
 
@@ -100,17 +100,45 @@ def worker_init(worker_id: int, ignore_signals: Sequence[int] = ()) -> None:
         signal.signal(sig, signal.SIG_IGN)
 
 
+# what build_train_sampler passes itself: a sampler node that sets one would be silently overridden
+SAMPLER_CONTEXT = ("image_labels", "seed", "rank", "world_size")
+
+
+def build_train_sampler(node: Optional[Mapping], info: DatasetInfo, *, seed: int = 0, rank: int = 0,
+                        world_size: int = 1) -> EpochSampler:
+    """``dataloader.train.sampler`` (default ``dict(type="TrainingSampler")``), a registered sampler built
+    with the records' labels, ``seed`` (train.seed), ``rank`` and ``world_size``. A bad node is an error
+    naming the key, raised here, before the first step."""
+    where = "dataloader.train.sampler"
+    node = dict(type="TrainingSampler") if node is None else node
+    if not is_config_node(node):
+        raise TypeError(f"{where} must be dict(type=NAME, ...) with NAME one of {SAMPLERS.names()}, got {node!r}")
+    fixed = [k for k in SAMPLER_CONTEXT if k in node]
+    if fixed:
+        raise ValueError(f"{where}.{fixed[0]} cannot be set: the loader passes it (the seed is train.seed)")
+    try:
+        sampler = build(node, SAMPLERS, where=where, image_labels=[r.labels for r in info.records], seed=seed,
+                        rank=rank, world_size=world_size)
+    except RegistryError as e:
+        raise RegistryError(f"{where}.type: {e}") from None
+    except ValueError as e:
+        raise ValueError(f"{where}={dict(node)} on dataset {info.name}: {e}") from None
+    logger.info("Training sampler: %s", sampler.summary(info.class_names))
+    return sampler
+
+
 def build_train_loader(cfg: Mapping, *, input_format: str, seed: int = 0, rank: int = 0, world_size: int = 1,
                        start_batch: int = 0, ignore_signals: Sequence[int] = ()) -> Tuple[DataLoader, DetectionDataset]:
-    """An infinite loader of this rank's batches (total_batch_size / world_size images each); its
-    worker processes ignore ``ignore_signals`` (see :func:`worker_init`)."""
+    """An infinite loader of this rank's batches (total_batch_size / world_size images each), in the
+    order of ``cfg["sampler"]`` (see :func:`build_train_sampler`); its worker processes ignore
+    ``ignore_signals`` (see :func:`worker_init`)."""
     total = int(cfg["total_batch_size"])
     if total % world_size:
         raise ValueError(f"dataloader.train.total_batch_size={total} is not divisible by {world_size} workers")
     info = merge_datasets(cfg["dataset"]["names"], filter_empty=cfg["dataset"].get("filter_empty", False))
     dataset = DetectionDataset(info, build_transforms(cfg.get("transforms")), input_format=input_format,
                                skip_bad_images=cfg.get("skip_bad_images", False))
-    sampler = TrainingSampler(len(dataset), seed=seed, rank=rank, world_size=world_size)
+    sampler = build_train_sampler(cfg.get("sampler"), info, seed=seed, rank=rank, world_size=world_size)
     landscape = [r.width >= r.height for r in info.records]
     batches = GroupedBatchSampler(sampler, landscape, total // world_size,
                                   group=cfg.get("aspect_ratio_grouping", True), start_batch=start_batch)

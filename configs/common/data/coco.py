@@ -10,6 +10,10 @@ dataloader = dict(
         total_batch_size=16,
         num_workers=4,
         aspect_ratio_grouping=True,
+        # the training order: every image once per epoch. For imbalanced classes:
+        # dict(type="RepeatFactorSampler", repeat_thresh=0.001) or dict(type="ClassAwareSampler")
+        # (retdet/data/samplers.py)
+        sampler=dict(type="TrainingSampler"),
     ),
     test=dict(
         dataset=dict(names=["coco_2017_val"], filter_empty=False),
