@@ -65,8 +65,9 @@ def accumulate_steps(train: Mapping) -> int:
     return value
 
 
-def check_train_options(cfg: Mapping) -> None:
-    """The training options read only inside the loop, checked before anything is built."""
+def check_train_options(cfg: Mapping) -> BestMetric:
+    """The training options read only inside the loop, checked before anything is built; returns the
+    metric that ``model_best.pth`` (and ``train.early_stop``) follows."""
     train = cfg["train"]
     check_deterministic_option(train.get("deterministic", False))
     accumulate = accumulate_steps(train)
@@ -77,7 +78,7 @@ def check_train_options(cfg: Mapping) -> None:
         value = train.get(key) or 0
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise ValueError(f"train.{key}={value!r} must be an integer >= 0 (0: never)")
-    BestMetric.from_config(train)
+    return BestMetric.from_config(train)
 
 
 def apply_checkpoint_widths(model: nn.Module, path: str) -> None:
@@ -112,7 +113,8 @@ class Trainer:
         self.device = default_device()
         self.rank, self.world_size = comm.get_rank(), comm.get_world_size()
         train = cfg["train"]
-        check_train_options(cfg)
+        # model_best.pth by AP, or by train.early_stop's metric, which may also end the run
+        self.best = check_train_options(cfg)
         register_from_config(cfg["dataloader"].get("register", []))
         self.max_iter = resolve_max_iter(cfg)
         self.accumulate = accumulate_steps(train)
@@ -150,8 +152,6 @@ class Trainer:
         self.ema = ModelEMA(model, decay=ema_cfg.get("decay", 0.9998), tau=ema_cfg.get("tau", 2000.0)) \
             if ema_cfg.get("enabled", False) else None
         self.rng = RNGState()
-        # model_best.pth by AP, or by train.early_stop's metric, which may also end the run
-        self.best = BestMetric.from_config(train)
         checkpointables = {"optimizer": self.optimizer, "scheduler": self.scheduler, "scaler": self.scaler,
                            "rng": self.rng, "best": self.best}
         if self.ema is not None:

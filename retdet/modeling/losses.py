@@ -12,6 +12,7 @@ from torch import Tensor, nn
 
 from retdet import ops
 from retdet.registry import LOSSES
+from retdet.utils import comm
 
 
 @LOSSES.register()
@@ -181,7 +182,7 @@ class Accumulation:
         self.foreground = count if self.foreground is None else self.foreground + count
         if self.divisor is None:
             start = self.normalizer.ema if self.normalizer.mode == "ema" else torch.tensor(100.0)
-            self.divisor = start.detach().clone().to(count.device).clamp(min=1.0) / _world_size()
+            self.divisor = start.detach().clone().to(count.device).clamp(min=1.0) / comm.get_world_size()
         return self.divisor
 
     def correction(self) -> float:
@@ -189,12 +190,6 @@ class Accumulation:
         if self.normalizer.mode == "per_image" or self.divisor is None:
             return 1.0
         return float(self.divisor / self.normalizer.batch_normalizer(self.foreground))
-
-
-def _world_size() -> int:
-    import torch.distributed as dist
-
-    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
 def _sum_over_workers(value: Tensor):
