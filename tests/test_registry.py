@@ -151,3 +151,32 @@ def test_missing_user_module_is_a_clear_error(tmp_path):
     cfg_file.write_text('imports = ["no_such_module_xyz"]\n')
     with pytest.raises(ImportError, match="no_such_module_xyz"):
         load_config(str(cfg_file))
+
+
+def test_a_file_already_imported_as_part_of_a_package_is_not_run_again(tmp_path, monkeypatch):
+    """`imports=['pkg/heads.py']` after `import pkg.heads` reuses the module: running the file a second
+    time would register its classes twice (a RegistryError naming both modules)."""
+    (tmp_path / "pkg_twice").mkdir()
+    (tmp_path / "pkg_twice" / "__init__.py").write_text("")
+    (tmp_path / "pkg_twice" / "heads_twice.py").write_text(textwrap.dedent("""
+        import torch
+        from retdet.registry import HEADS
+
+        @HEADS.register()
+        class HeadImportedTwice(torch.nn.Identity):
+            pass
+    """))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        import importlib
+
+        package_module = importlib.import_module("pkg_twice.heads_twice")
+        cfg_file = tmp_path / "exp.py"
+        cfg_file.write_text('imports = ["pkg_twice/heads_twice.py"]\nhead = dict(type="HeadImportedTwice")\n')
+        cfg = load_config(str(cfg_file))
+        assert type(build(cfg.head, HEADS)) is package_module.HeadImportedTwice
+        assert "heads_twice" not in sys.modules  # not loaded a second time under its file name
+    finally:
+        HEADS._entries.pop("HeadImportedTwice", None)
+        for name in ("pkg_twice", "pkg_twice.heads_twice", "heads_twice"):
+            sys.modules.pop(name, None)

@@ -221,7 +221,7 @@ def test_resume_continues_the_same_runs(tmp_path):
     assert {"config.py", "config_resumed_0000001.py"} <= names
     # W&B (offline): the resumed part is written under the same run id
     assert json.load(open(os.path.join(out, "wandb_run.json")))["run_id"] == first_wandb
-    runs = sorted(glob.glob(str(tmp_path / "wb" / "wandb" / f"offline-run-*-{first_wandb}")))
+    runs = sorted(glob.glob(str(tmp_path / "wb" / "wandb" / f"offline-run-*-{first_wandb}*")))
     assert len(runs) == 2
     resumed = wandb_history(read_wandb_records(os.path.join(runs[-1], f"run-{first_wandb}.wandb")))
     assert [row["_step"] for row in resumed if "total_loss" in row] == [1]

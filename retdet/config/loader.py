@@ -193,6 +193,10 @@ def _module_file(name: str, relative_to: Optional[str]) -> str:
     return path
 
 
+def _same_file(a: Optional[str], b: str) -> bool:
+    return a is not None and os.path.exists(a) and os.path.samefile(a, b)
+
+
 def import_user_modules(names: Iterable[str], relative_to: Optional[str] = None) -> List[types.ModuleType]:
     """Import the researcher's own modules so their classes register themselves.
 
@@ -204,8 +208,12 @@ def import_user_modules(names: Iterable[str], relative_to: Optional[str] = None)
         if name.endswith(".py"):
             path = _module_file(name, relative_to)
             mod_name = os.path.splitext(os.path.basename(path))[0]
-            if mod_name in sys.modules and getattr(sys.modules[mod_name], "__file__", None) == path:
-                modules.append(sys.modules[mod_name])
+            # Already imported, under this name or as part of a package (``tests.helpers.user_hooks``):
+            # running the file again would register its classes a second time.
+            loaded = next((m for m in list(sys.modules.values())
+                           if _same_file(getattr(m, "__file__", None), path)), None)
+            if loaded is not None:
+                modules.append(loaded)
                 continue
             spec = importlib.util.spec_from_file_location(mod_name, path)
             module = importlib.util.module_from_spec(spec)
