@@ -78,10 +78,52 @@ def test_benchmark_inference_and_train_against_torchvision(tmp_path):
             assert size["ours"] * 3.5 < size["ref"], size  # int8 weights: under 1/3.5 of the float32 graph
 
 
+def test_benchmark_roofline_against_fvcore_and_the_profile(tmp_path):
+    """--task roofline: the single-conv figures, then inference and a training step with FLOPs that agree
+    with fvcore's count (2 per multiply-add), fractions of the single-conv figure, and time splits that
+    sum to the whole and name the stages each workload has."""
+    from fvcore.nn import FlopCountAnalysis
+
+    from retdet.config import load_config
+    from retdet.modeling import DetectorNetwork, build_model
+
+    path = tmp_path / "roofline.json"
+    overrides = ["model.backbone.depth=18", "model.head.num_classes=3"]  # torchvision can mirror it
+    stdout = run_tool("tools/benchmark.py", "--task", "roofline", "--config", "configs/retinanet_R50_FPN_1x.py",
+                      "--compare", "torchvision", "--iters", "2", "--input-size", "64x96", "--json", str(path),
+                      *overrides)
+    assert "GFLOP/s" in stdout
+    results = check_report(path, "roofline")
+    peaks = {n: r["ours"] for n, r in results.items() if n.startswith("single 3x3 conv")}
+    assert len(peaks) == 3 and all(v > 1 for v in peaks.values()), peaks  # NCHW, NHWC, int8
+    model = build_model(load_config(os.path.join(ROOT, "configs/retinanet_R50_FPN_1x.py"), overrides).model)
+    fvcore_macs = FlopCountAnalysis(DetectorNetwork(model).eval(), torch.zeros(1, 3, 64, 96)).total()
+    for workload in ("inference (batch 1, 64x96)", "train step (batch 2, 64x96)"):
+        get = lambda name: results[f"{workload}: {name}"]  # noqa: E731
+        gflop = get("GFLOP per call (2 per multiply-add)")
+        if workload.startswith("inference"):
+            # the network's convolutions, as fvcore counts them (a multiply-add as one)
+            assert abs(gflop["ours"] - 2 * fvcore_macs / 1e9) / gflop["ours"] < 0.02, (gflop, fvcore_macs)
+            assert gflop["ref"] == pytest.approx(gflop["ours"], rel=0.02)
+        else:  # backward: about twice the forward's convolutions again (less for the frozen stages)
+            assert 2.0 * 2 * fvcore_macs / 1e9 < gflop["ours"] / 2 < 3.2 * 2 * fvcore_macs / 1e9
+        achieved = get("achieved")
+        assert achieved["ours"] == pytest.approx(gflop["ours"] * 1e3 / get("time per call (median, not profiled)")["ours"])
+        assert get("achieved / single-conv figure")["ours"] == pytest.approx(
+            achieved["ours"] / max(peaks[n] for n in peaks if "float32" in n))
+        shares = {n.split(": time in ")[1]: r for n, r in results.items() if n.startswith(f"{workload}: time in ")}
+        for side in ("ours", "ref"):
+            assert sum(r[side] for r in shares.values()) == pytest.approx(100, abs=0.01)
+            assert shares["conv"][side] > 20
+        stages = ("post-processing",) if workload.startswith("inference") else ("losses & matching", "optimizer")
+        for stage in stages:
+            assert shares[stage]["ours"] > 0 and shares[stage]["ref"] > 0, (stage, shares[stage])
+
+
 def test_benchmark_rejects_bad_arguments():
     out = run_tool("benchmark", "--task", "data", "--compare", "torchvision", "--config", "configs/quickstart.py",
                    ok=False)
-    assert "--compare applies to --task train and inference" in out
+    assert "--compare applies to --task train, inference and roofline, not data" in out
     out = run_tool("benchmark", "--task", "inference", "--config", "configs/quickstart.py", "--input-size",
                    "800by1216", ok=False)
     assert "800x1216 (HxW)" in out

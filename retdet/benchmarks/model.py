@@ -114,8 +114,10 @@ def share_weights(ours: nn.Module, ref: nn.Module) -> str:
     return "shared (torchvision's random weights converted into ours)"
 
 
-def synthetic_batch(batch_size: int, height: int, width: int, num_classes: int, seed: int = 0):
-    """The same random images and boxes for both models: (ours: samples, torchvision: images, targets)."""
+def synthetic_batch(batch_size: int, height: int, width: int, num_classes: int, seed: int = 0,
+                    input_format: str = "BGR"):
+    """The same random images and boxes for both models: (ours: samples, torchvision: images, targets);
+    ours in ``input_format`` channel order and 0..255, torchvision's RGB in 0..1."""
     g = torch.Generator().manual_seed(seed)
     samples, images, targets = [], [], []
     for i in range(batch_size):
@@ -125,7 +127,8 @@ def synthetic_batch(batch_size: int, height: int, width: int, num_classes: int, 
         wh = (0.05 + torch.rand(n, 2, generator=g) * 0.25) * torch.tensor([width, height])
         boxes = torch.cat([xy, xy + wh], dim=1)
         labels = torch.randint(0, num_classes, (n,), generator=g)
-        samples.append(ImageSample(image=image, image_id=i, gt_boxes=boxes, gt_labels=labels))
+        ours = image.flip(0) if input_format == "RGB" else image
+        samples.append(ImageSample(image=ours, image_id=i, gt_boxes=boxes, gt_labels=labels))
         images.append(image.flip(0) / 255)  # torchvision: RGB in 0..1
         targets.append({"boxes": boxes.clone(), "labels": labels.clone()})
     return samples, images, targets
@@ -202,10 +205,22 @@ def network_cost(ours: nn.Module, ref: Optional[nn.Module], height: int, width: 
     return rows
 
 
+# torchvision's input normalisation (RGB in 0..1, ImageNet mean and std), in our 0..255 scale.
+TORCHVISION_NORMALISATION = dict(pixel_mean=[123.675, 116.28, 103.53], pixel_std=[58.395, 57.12, 57.375],
+                                 input_format="RGB")
+
+
 def build_pair(model_cfg: Mapping, *, device: torch.device, training: bool, compare: bool,
                log: Callable[[str], None]) -> Dict[str, nn.Module]:
-    """{"ours": our model, "ref": torchvision's like it (when compare)}, sharing weights if they fit."""
+    """{"ours": our model, "ref": torchvision's like it (when compare)}, sharing weights if they fit.
+
+    With a reference, ours takes torchvision's input normalisation: with shared weights both then
+    compute the same function, so the same number of candidates reach post-processing (with the
+    default 0..255 scale and random weights, millions of ours would pass the score threshold and none
+    of torchvision's). It does not change the cost of anything else."""
     torch.manual_seed(0)
+    if compare:
+        model_cfg = {**model_cfg, **TORCHVISION_NORMALISATION}
     models = {"ours": build_model_from_config({"model": model_cfg}, device=device, training=training)}
     if compare:
         ref, differences = torchvision_reference(model_cfg)
@@ -251,11 +266,14 @@ def inference_benchmark(model_cfg: Mapping, *, device: torch.device, batch_size:
     distilled model) each of those, timed in the same interleaved loop against ours."""
     models = build_pair(model_cfg, device=device, training=False, compare=compare, log=log)
     ours, ref = models["ours"], models.get("ref")
+    if compare:  # the int8 copy as ours (see build_pair)
+        model_cfg = {**model_cfg, **TORCHVISION_NORMALISATION}
     if weights:
         from retdet.checkpoint import load_weights
 
         load_weights(ours, weights)
-    samples, images, targets = _to(device, *synthetic_batch(batch_size, height, width, ours.num_classes))
+    samples, images, targets = _to(device, *synthetic_batch(batch_size, height, width, ours.num_classes,
+                                                            input_format=ours.preprocess.input_format))
 
     run_ours = _inference_fn(ours, samples, device, amp)
 
@@ -380,7 +398,8 @@ def train_benchmark(model_cfg: Mapping, *, device: torch.device, batch_size: int
     then (fresh_steps > 0) the first steps of freshly initialised models against that steady state."""
     models = build_pair(model_cfg, device=device, training=True, compare=compare, log=log)
     ours = models["ours"]
-    batch = _to(device, *synthetic_batch(batch_size, height, width, ours.num_classes))
+    batch = _to(device, *synthetic_batch(batch_size, height, width, ours.num_classes,
+                                         input_format=ours.preprocess.input_format))
     # Equal optimisers; a small LR keeps random-weight training finite over the timed steps.
     fns = _sgd_steps(models, *batch, device, amp, lr=1e-4)
     peaks: Dict[str, Optional[float]] = {}
@@ -418,4 +437,51 @@ def train_benchmark(model_cfg: Mapping, *, device: torch.device, batch_size: int
         for r in rows[-2:]:
             r["speedup"] = None
     rows.extend(network_cost(ours, models.get("ref"), height, width, device))
+    return rows
+
+
+def roofline_benchmark(cfg: Mapping, *, device: torch.device, iters: int, compare: bool,
+                       infer_size: Tuple[int, int] = (800, 1216), train_size: Tuple[int, int] = (512, 512),
+                       train_batch: int = 2, log: Callable[[str], None] = print) -> List[Dict[str, Any]]:
+    """This CPU's attainable convolution throughput, then inference and a training step of ours (and
+    torchvision's, ``compare``) as fractions of it, with their time split (retdet/benchmarks/roofline.py)."""
+    from retdet.benchmarks import roofline
+
+    if device.type != "cpu":
+        raise ValueError("--task roofline measures the CPU: use --device cpu")
+    fp32 = roofline.attainable_conv_fp32(runs=iters)
+    int8 = roofline.attainable_conv_int8(runs=iters)
+    peak = max(fp32.values())
+    rows = [{"name": f"single 3x3 conv 256->256 on 128x128, float32 {k}", "ours": v, "ref": None,
+             "unit": "GFLOP/s", "speedup": None} for k, v in fp32.items()]
+    rows.append({"name": "single 3x3 conv, int8 (ONNX Runtime QLinearConv)", "ours": int8, "ref": None,
+                 "unit": "GOP/s", "speedup": None})
+    for mode in ("inference", "train"):
+        training = mode == "train"
+        models = build_pair(cfg["model"], device=device, training=training, compare=compare, log=log)
+        h, w = train_size if training else infer_size
+        batch = _to(device, *synthetic_batch(train_batch if training else 1, h, w, models["ours"].num_classes,
+                                             input_format=models["ours"].preprocess.input_format))
+        if training:
+            fns = _sgd_steps(models, *batch, device, amp=False, lr=1e-4)
+        else:
+            samples, images, _ = batch
+            fns = {"ours": _inference_fn(models["ours"], samples, device, False)}
+            if "ref" in models:
+                fns["ref"] = _inference_fn(models["ref"], images, device, False)
+        figures = {k: roofline.roofline_figures(fn, peak, runs=iters, model=models[k]) for k, fn in fns.items()}
+        label = f"train step (batch {train_batch}, {h}x{w})" if training else f"inference (batch 1, {h}x{w})"
+        for i, (name, value, unit) in enumerate(figures["ours"]):
+            ref = figures["ref"][i][1] if "ref" in figures else None
+            rows.append({"name": f"{label}: {name}", "ours": value, "ref": ref, "unit": unit, "speedup": None})
+        if training:
+            try:
+                from retdet.benchmarks.data import data_throughput
+
+                r = data_throughput(cfg, iters=20, warmup=3)
+                rows.append({"name": f"{label}: data loading per batch of the config's loader ({r['name']})",
+                             "ours": r["ms_per_batch"], "ref": None, "unit": "ms", "speedup": None})
+            except (FileNotFoundError, KeyError, OSError) as e:
+                log(f"data time not measured: the config's training data is not available here ({e})")
+        del models, fns
     return rows

@@ -9,7 +9,7 @@ two elementwise passes over every activation (forward and backward).
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator, Optional
+from typing import Iterator, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -58,14 +58,51 @@ def _conv2d(x: Tensor, conv: nn.Conv2d, weight: Tensor, bias: Optional[Tensor]) 
     return F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
 
 
-def conv_norm(x: Tensor, conv: nn.Conv2d, norm: Optional[nn.Module]) -> Tensor:
-    """norm(conv(x)); a FrozenBN is folded into the convolution (see the module docstring)."""
-    # While tracing (FLOP counting, export) call the modules, so each op is attributed to its module.
-    if (not isinstance(norm, FrozenBatchNorm2d) or conv.padding_mode != "zeros" or torch.jit.is_tracing()
-            or _calling_modules):
-        y = _conv2d(x, conv, conv.weight, conv.bias) if strided_1x1_as_slice(x, conv) else conv(x)
-        return y if norm is None else norm(y)
+def _folded(conv: nn.Conv2d, norm: Optional[nn.Module]) -> Optional[Tuple[Tensor, Optional[Tensor]]]:
+    """(weight, bias) of norm(conv(.)) as one convolution, or None if the norm cannot be folded
+    (GroupNorm, a training BatchNorm) or modules must be called (tracing, :func:`calling_modules`)."""
+    if conv.padding_mode != "zeros" or torch.jit.is_tracing() or _calling_modules:
+        return None
+    if norm is None:
+        return conv.weight, conv.bias
+    if not isinstance(norm, FrozenBatchNorm2d):
+        return None
     scale, shift = frozen_bn_affine(norm)
     weight = conv.weight * scale.view(-1, 1, 1, 1).to(conv.weight.dtype)
     bias = shift if conv.bias is None else conv.bias * scale + shift
-    return _conv2d(x, conv, weight, bias.to(conv.weight.dtype))
+    return weight, bias.to(conv.weight.dtype)
+
+
+def _fusable(x: Tensor, conv: nn.Conv2d, weight: Tensor) -> bool:
+    """Whether oneDNN's fused convolution (ReLU and a residual sum as post-ops) may run: float32 on
+    the CPU with no gradient to compute (inference, frozen stages), not under autocast or compile."""
+    return (x.device.type == "cpu" and x.dtype == torch.float32 and weight.dtype == torch.float32
+            and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))
+            and not torch.is_autocast_enabled("cpu") and not torch.compiler.is_compiling()
+            and torch.backends.mkldnn.is_available() and not strided_1x1_as_slice(x, conv))
+
+
+def conv_norm(x: Tensor, conv: nn.Conv2d, norm: Optional[nn.Module], *, relu: bool = False,
+              residual: Optional[Tensor] = None) -> Tensor:
+    """relu(norm(conv(x)) + residual) (``relu`` False: no ReLU; ``residual`` None: no sum).
+
+    A FrozenBN is folded into the convolution (see the module docstring). Where no gradient is needed
+    on the CPU, the ReLU and the sum run inside oneDNN's convolution as post-ops, while its output is
+    still in cache, instead of as one more pass over the activations each.
+    """
+    folded = _folded(conv, norm)
+    if folded is None:  # call the modules (tracing attributes each op to its module)
+        y = _conv2d(x, conv, conv.weight, conv.bias) if strided_1x1_as_slice(x, conv) else conv(x)
+        y = y if norm is None else norm(y)
+    else:
+        weight, bias = folded
+        if (relu or residual is not None) and _fusable(x, conv, weight):
+            args = (list(conv.padding), list(conv.stride), list(conv.dilation), conv.groups)
+            if residual is None:
+                return torch.ops.mkldnn._convolution_pointwise(x, weight, bias, *args, "relu", [], "")
+            return torch.ops.mkldnn._convolution_pointwise.binary(
+                x, residual, weight, bias, *args, "add", 1.0, "relu" if relu else None, [], "")
+        y = _conv2d(x, conv, weight, bias)
+    if residual is not None:
+        y = y + residual
+    return y.relu_() if relu else y

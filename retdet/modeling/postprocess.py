@@ -2,6 +2,7 @@
 runs eagerly and in the exported graphs (retdet/export.py traces it)."""
 from __future__ import annotations
 
+import math
 from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -100,10 +101,14 @@ class RetinaNetPostProcess:
         boxes_all, scores_all, labels_all = [], [], []
         for logits_l, deltas_l, anchors_l in zip(logits, deltas, anchors):
             num_classes = logits_l.shape[-1]
-            scores = torch.sigmoid(logits_l).flatten()
-            candidates = torch.nonzero(scores > self.score_threshold).flatten()
-            scores, order = self._topk(scores[candidates])
-            candidates = candidates[order]
+            logits_flat = logits_l.flatten()
+            # The sigmoid is monotonic, so threshold and top-k work on the logits (the threshold a
+            # little lower, for rounding): the sigmoid and the exact threshold then run on at most
+            # topk_per_level values, not on every candidate of H*W*A*K.
+            top_logits, candidates = self._candidates(logits_flat)
+            scores = torch.sigmoid(top_logits)
+            above = scores > self.score_threshold
+            scores, candidates = scores[above], candidates[above]
             anchor_idx = torch.div(candidates, num_classes, rounding_mode="floor")
             boxes = self.box_coder.decode(deltas_l[anchor_idx], anchors_l[anchor_idx])
             boxes_all.append(clip_boxes(boxes, image_size) if self.clip_before_nms else boxes)
@@ -120,8 +125,22 @@ class RetinaNetPostProcess:
         keep = keep[: self.max_detections]
         return Detections(boxes=boxes[keep], scores=scores[keep], labels=labels[keep])
 
+    @property
+    def _logit_floor(self) -> float:
+        """A logit below every logit whose sigmoid exceeds score_threshold (by 1e-3, far more than the
+        sigmoid's rounding)."""
+        t = float(self.score_threshold)
+        return -math.inf if t <= 0 else math.inf if t >= 1 else math.log(t / (1 - t)) - 1e-3
+
+    def _candidates(self, logits: Tensor) -> Tuple[Tensor, Tensor]:
+        """A level's flat logits (H*W*A*K,) -> (the best ``topk_per_level`` logits above the (lowered)
+        threshold, sorted, their indices into ``logits``)."""
+        candidates = torch.nonzero(logits > self._logit_floor).flatten()
+        top_logits, order = self._topk(logits[candidates])
+        return top_logits, candidates[order]
+
     def _topk(self, scores: Tensor) -> Tuple[Tensor, Tensor]:
-        """A level's candidate scores (C,) -> the best ``topk_per_level`` (values, indices), sorted."""
+        """A level's candidate scores or logits (C,) -> the best ``topk_per_level`` (values, indices), sorted."""
         if torch.jit.is_tracing():
             # The candidate count is data-dependent: a tensor keeps it in the graph (an int would fix
             # the traced image's count). ONNX's TopK puts equal scores' lower index first, as the

@@ -26,12 +26,13 @@ class Preprocessor(nn.Module):
         size_divisibility: pad height and width up to a multiple of this. The detector passes these
             values (its arguments hold the only defaults); code padding for a built model
             (retdet/export.py's prepare_input) reads them here.
-        channels_last: allocate the batch in NHWC memory order (for a channels_last network; saves
-            a layout copy of the whole batch).
+
+    ``memory_format``: the batch's layout, set by the detector to its network's (an NHWC batch for an
+    NHWC network saves a layout copy of the whole batch).
     """
 
     def __init__(self, *, pixel_mean: Sequence[float], pixel_std: Sequence[float], input_format: str,
-                 size_divisibility: int, channels_last: bool = False) -> None:
+                 size_divisibility: int, memory_format: torch.memory_format = torch.contiguous_format) -> None:
         super().__init__()
         if input_format not in ("BGR", "RGB"):
             raise ValueError(f"input_format must be 'BGR' or 'RGB', got {input_format!r}")
@@ -39,7 +40,7 @@ class Preprocessor(nn.Module):
             raise ValueError("pixel_mean and pixel_std need 3 values each")
         self.input_format = input_format
         self.size_divisibility = int(size_divisibility)
-        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.memory_format = memory_format
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean, dtype=torch.float32).view(3, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std, dtype=torch.float32).view(3, 1, 1), False)
 

@@ -16,6 +16,8 @@ from retdet.registry import (
 from retdet.structures import Detections, ImageSample
 from retdet.structures.boxes import pairwise_ioa, pairwise_iou
 
+from retdet.layers import memory_format as memory_format_rule
+
 from .losses import LossNormalizer
 from .network_runner import NetworkRunner
 from .postprocess import rescale_boxes
@@ -98,7 +100,8 @@ class RetinaNet(nn.Module):
         input_format: str = "BGR",
         size_divisibility: int = 32,
         ignore_ioa_threshold: float = 0.5,
-        channels_last: bool = False,
+        memory_format: Any = "auto",
+        channels_last: Optional[bool] = None,
         compile: Union[bool, Mapping[str, Any]] = False,
         test_time_aug: Optional[Mapping[str, Any]] = None,
         tiling: Optional[Mapping[str, Any]] = None,
@@ -121,13 +124,16 @@ class RetinaNet(nn.Module):
         self.loss_normalizer = LossNormalizer(**(loss_normalizer or {}))
         self.postprocess = _part(postprocess, POSTPROCESSORS, "model.postprocess", box_coder=self.box_coder)
         self.preprocess = Preprocessor(pixel_mean=pixel_mean, pixel_std=pixel_std, input_format=input_format,
-                                       size_divisibility=size_divisibility, channels_last=channels_last)
+                                       size_divisibility=size_divisibility)
         self.ignore_ioa_threshold = ignore_ioa_threshold
-        # NHWC activations and weights: oneDNN (CPU) and cuDNN (with AMP) run these convolutions
-        # faster without layout conversions; the head's outputs are then already in the anchors' order.
-        self.channels_last = bool(channels_last)
-        if self.channels_last:
-            self.to(memory_format=torch.channels_last)
+        # NHWC or NCHW activations and weights, per mode (retdet/layers/memory_format.py): whichever
+        # layout oneDNN or cuDNN runs faster there. In NHWC the head's outputs are already in the
+        # anchors' order. channels_last=True/False: the former bool setting, one layout for both modes.
+        if channels_last is not None:
+            memory_format = "NHWC" if channels_last else "NCHW"
+        self.memory_format_spec = memory_format_rule.check_spec(memory_format)
+        self.memory_format = torch.contiguous_format
+        self.apply_memory_format()
         # How network() runs: eagerly, torch.compile'd (model.compile) or in an int8 runtime (attached by
         # retdet/quantization/artifact.py). Not module state: copies and checkpoints are the eager model's.
         self.runner = NetworkRunner(compile=compile)
@@ -138,6 +144,31 @@ class RetinaNet(nn.Module):
         self.test_time_aug = (None if test_time_aug is None
                               else _options(TestTimeAugmentation, test_time_aug, "model.test_time_aug"))
         self.tiling = None if tiling is None else _options(TiledInference, tiling, "model.tiling")
+
+    # ---- memory layout ---------------------------------------------------------------------------
+
+    @property
+    def channels_last(self) -> bool:
+        """Whether the network now runs NHWC (the current mode's layout)."""
+        return self.memory_format == torch.channels_last
+
+    def apply_memory_format(self, force: bool = False) -> torch.memory_format:
+        """Put weights and the input batch in the layout of the current mode and device (a no-op when
+        they are in it already; ``force``: again, e.g. after layers were replaced)."""
+        param = next(self.parameters(), None)
+        device_type = param.device.type if param is not None else "cpu"
+        mode = "train" if self.training else "inference"
+        fmt = memory_format_rule.resolve(self.memory_format_spec, mode, device_type)
+        if force or fmt != self.memory_format:
+            self.to(memory_format=fmt)
+            self.memory_format = fmt
+            self.preprocess.memory_format = fmt
+        return fmt
+
+    def train(self, mode: bool = True) -> "RetinaNet":
+        super().train(mode)
+        self.apply_memory_format()
+        return self
 
     # ---- network ---------------------------------------------------------------------------------
 

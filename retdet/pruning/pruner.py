@@ -209,8 +209,7 @@ def prune_model(model: nn.Module, *, ratio: float, example: Tensor, importance: 
     model.zero_grad(set_to_none=True)
     model.train(was_training)
     model.pruned_widths = record_widths(model)
-    if model.channels_last:
-        model.to(memory_format=torch.channels_last)
+    model.apply_memory_format(force=True)  # the new layers in the model's layout
     return PruningReport(params_before=params_before, params_after=count_parameters(model)["total"],
                          gflops_before=gflops_before, gflops_after=network_gflops(model, example),
                          importance=importance, ratio=ratio)

@@ -79,8 +79,8 @@ def apply_widths(model: nn.Module, widths: Mapping[str, List[int]], *, source: s
         parent_name, _, child = name.rpartition(".")
         setattr(modules[parent_name] if parent_name else model, child, new)
         replaced += 1
-    if replaced and model.channels_last:
-        model.to(memory_format=torch.channels_last)
+    if replaced:
+        model.apply_memory_format(force=True)  # the new layers in the model's layout
     model.pruned_widths = {k: [int(w) for w in v] for k, v in widths.items()}
     return replaced
 

@@ -22,14 +22,22 @@ def _split(outputs: List[np.ndarray]) -> Tuple[List[Tensor], List[Tensor]]:
     return tensors[:half], tensors[half:]
 
 
+def session_options(threads: Optional[int] = None):
+    """ONNX Runtime's session options for our graphs: torch's thread count (or ``threads``), one
+    inter-op thread (the graph is a chain of convolutions)."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads or torch.get_num_threads()
+    options.inter_op_num_threads = 1
+    return options
+
+
 class OnnxRuntimeRuntime:
     def __init__(self, path: str, threads: Optional[int] = None) -> None:
         import onnxruntime
 
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = threads or torch.get_num_threads()
-        options.inter_op_num_threads = 1
-        self.session = onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        self.session = onnxruntime.InferenceSession(path, session_options(threads), providers=["CPUExecutionProvider"])
         self.outputs = [o.name for o in self.session.get_outputs()]
 
     def __call__(self, images: Tensor) -> Tuple[List[Tensor], List[Tensor]]:

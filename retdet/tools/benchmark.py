@@ -5,6 +5,7 @@
     python tools/benchmark.py --config configs/retinanet_R50_FPN_1x.py --task train --compare torchvision
     python tools/benchmark.py --config configs/quickstart.py --task data
     python tools/benchmark.py --task ops
+    python tools/benchmark.py --config configs/retinanet_R50_FPN_1x.py --task roofline --compare torchvision
     python tools/benchmark.py --task eval --images 5000     (faster-coco-eval vs pycocotools)
     python tools/benchmark.py --task errors --images 5000   (tools/analyze_errors.py vs a pycocotools evaluation)
 
@@ -17,6 +18,10 @@ inference: images/s, latency median and p90, a per-stage breakdown (preprocessin
     cost must not depend on the weights' values; see fresh_weights_steps). Both print parameters
     and FLOPs (fvcore). --compare torchvision builds torchvision's RetinaNet like the config (see
     retdet/benchmarks/model.py) and times it interleaved with ours.
+roofline: the GFLOP/s one large 3x3 convolution attains on this machine (float32 in NCHW and NHWC,
+    int8 in ONNX Runtime), then inference (1x800x1216) and a training step (batch 2 of 512x512, or
+    --input-size, which then sets both) as achieved GFLOP/s, their fraction of that figure and their time split by layer
+    kind and stage (retdet/benchmarks/roofline.py).
 data: images/s of the config's training loader. ops: the fused focal loss and NMS against
     torchvision.ops (retdet/benchmarks/ops.py).
 Times are medians (the machines are noisy). --json writes
@@ -99,6 +104,15 @@ def run_model(args) -> list:
     return rows
 
 
+def run_roofline(args) -> list:
+    from retdet.benchmarks.model import roofline_benchmark
+
+    cfg = _load(args)
+    sizes = dict(infer_size=args.input_size, train_size=args.input_size) if args.input_size else {}
+    return roofline_benchmark(cfg, device=torch.device(args.device), iters=args.iters or 6,
+                              compare=args.compare == "torchvision", train_batch=args.batch_size or 2, **sizes)
+
+
 def _variants(args, cfg) -> dict:
     """--variant NAME=WEIGHTS[@CONFIG] -> {NAME: (model config, WEIGHTS)}; CONFIG defaults to --config."""
     variants = {}
@@ -117,7 +131,7 @@ def _variants(args, cfg) -> dict:
 def main(argv=None) -> None:
     parser = tool_argument_parser(__doc__, config="optional", weights="optional",
                                   weights_help="inference: a checkpoint for our model (default: random)")
-    parser.add_argument("--task", choices=["train", "inference", "data", "ops", "eval", "errors"],
+    parser.add_argument("--task", choices=["train", "inference", "data", "ops", "eval", "errors", "roofline"],
                         required=True)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--iters", "--runs", type=int, default=None,
@@ -143,10 +157,10 @@ def main(argv=None) -> None:
         parser.error("--device cuda: CUDA is not available here")
     if (args.int8 or args.weights or args.variant) and args.task != "inference":
         parser.error("--int8, --weights and --variant apply to --task inference")
-    if args.compare and args.task not in ("train", "inference"):
-        parser.error(f"--compare applies to --task train and inference, not {args.task}")
+    if args.compare and args.task not in ("train", "inference", "roofline"):
+        parser.error(f"--compare applies to --task train, inference and roofline, not {args.task}")
     results = {"ops": run_ops, "data": run_data, "train": run_model, "inference": run_model,
-               "eval": run_eval, "errors": run_errors}[args.task](args)
+               "eval": run_eval, "errors": run_errors, "roofline": run_roofline}[args.task](args)
 
     threads = f"{torch.get_num_threads()} CPU threads" if args.device == "cpu" else torch.cuda.get_device_name()
     ref_name = {"ops": "torchvision", "eval": "pycocotools", "errors": "pycocotools"}.get(args.task, "torchvision" if args.compare else "reference")

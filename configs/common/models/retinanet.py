@@ -31,7 +31,9 @@ model = dict(
     # Pad to the largest backbone stride only: P6/P7 come from stride-2 convs, which stay centred on
     # their anchors at any size (padding to 128 would add up to 18% pixels at 800x1216).
     size_divisibility=32,
-    channels_last=True,  # NHWC: faster convolutions on CPU (oneDNN) and on GPU with AMP
+    # NHWC or NCHW per mode, whichever runs faster on this CPU or GPU (retdet/layers/memory_format.py);
+    # or "NHWC", "NCHW", dict(train="NCHW", inference="NHWC").
+    memory_format="auto",
     # True (or a dict of torch.compile arguments): backbone, FPN and head run under torch.compile,
     # for training and inference alike; compiled on the first forward (see RetinaNet.network).
     compile=False,

@@ -91,7 +91,7 @@ class ResNet(Backbone):
 
     def forward(self, images: Tensor) -> Dict[str, Tensor]:
         """(N, 3, H, W) -> {"res2": (N, C2, H/4, W/4), ..., "res5": (N, C5, H/32, W/32)} (requested ones)."""
-        x = self.maxpool(conv_norm(images, self.conv1, self.bn1).relu_())
+        x = self.maxpool(conv_norm(images, self.conv1, self.bn1, relu=True))
         outputs = {}
         last = self.out_features[-1]
         for name, layer in zip(("res2", "res3", "res4", "res5"), (self.layer1, self.layer2, self.layer3, self.layer4)):
@@ -127,15 +127,16 @@ def _init_like_torchvision(net: nn.Module) -> None:
 
 def _block_forward(block: nn.Module, x: Tensor) -> Tensor:
     """torchvision's BasicBlock/Bottleneck forward, with frozen BNs folded into their convolutions
-    (retdet.layers.conv_bn): the same function, without the elementwise BN passes."""
+    and, without gradients, the ReLUs and the residual sum fused into them (retdet.layers.conv_bn):
+    the same function, without the elementwise passes."""
     if isinstance(block, Bottleneck):
-        out = conv_norm(x, block.conv1, block.bn1).relu_()
-        out = conv_norm(out, block.conv2, block.bn2).relu_()
-        out = conv_norm(out, block.conv3, block.bn3)
+        out = conv_norm(x, block.conv1, block.bn1, relu=True)
+        out = conv_norm(out, block.conv2, block.bn2, relu=True)
+        last = (block.conv3, block.bn3)
     elif isinstance(block, BasicBlock):
-        out = conv_norm(x, block.conv1, block.bn1).relu_()
-        out = conv_norm(out, block.conv2, block.bn2)
+        out = conv_norm(x, block.conv1, block.bn1, relu=True)
+        last = (block.conv2, block.bn2)
     else:
         return block(x)
     identity = x if block.downsample is None else conv_norm(x, block.downsample[0], block.downsample[1])
-    return (out + identity).relu_()
+    return conv_norm(out, *last, relu=True, residual=identity)  # relu(bn(conv(out)) + identity)

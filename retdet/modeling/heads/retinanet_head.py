@@ -6,6 +6,7 @@ from typing import List, Optional, Sequence, Tuple
 
 from torch import Tensor, nn
 
+from retdet.layers.conv_bn import conv_norm
 from retdet.layers.norm import get_norm
 from retdet.registry import HEADS
 
@@ -65,6 +66,14 @@ class RetinaNetHead(nn.Module):
         nn.init.constant_(self.cls_score.bias, -math.log((1 - prior_prob) / prior_prob))
 
     def forward(self, features: Sequence[Tensor]) -> Tuple[List[Tensor], List[Tensor]]:
-        logits = [self.cls_score(self.cls_subnet(f)) for f in features]
-        deltas = [self.bbox_pred(self.bbox_subnet(f)) for f in features]
+        logits = [self.cls_score(_run_subnet(self.cls_subnet, f)) for f in features]
+        deltas = [self.bbox_pred(_run_subnet(self.bbox_subnet, f)) for f in features]
         return logits, deltas
+
+
+def _run_subnet(subnet: nn.Sequential, x: Tensor) -> Tensor:
+    """The subnet's layers in order; a conv + ReLU block (no norm) as one call of conv_norm, which
+    fuses the ReLU into the convolution where no gradient is needed (retdet.layers.conv_bn)."""
+    for block in subnet:
+        x = conv_norm(x, block[0], None, relu=True) if len(block) == 2 else block(x)
+    return x

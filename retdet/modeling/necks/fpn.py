@@ -6,6 +6,7 @@ from typing import Dict, List, Mapping, Optional, Sequence
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from retdet.layers.conv_bn import conv_norm
 from retdet.layers.norm import get_norm
 from retdet.registry import NECKS
 from retdet.structures import ShapeSpec
@@ -83,9 +84,13 @@ class FPN(nn.Module):
         last_inner = self.lateral_convs[-1](inputs[-1])
         results = [self.output_convs[-1](last_inner)]
         for i in range(len(inputs) - 2, -1, -1):
-            lateral = self.lateral_convs[i](inputs[i])
-            # Upsample to the lateral's exact size (not x2), so odd sizes line up.
-            last_inner = lateral + F.interpolate(last_inner, size=lateral.shape[-2:], mode="nearest")
+            # Upsample to the lateral's exact size (not x2), so odd sizes line up; the sum runs inside
+            # the lateral convolution where no gradient is needed (retdet.layers.conv_bn).
+            # (A lateral is a 1x1 stride-1 convolution: its output has its input's size.)
+            top_down = F.interpolate(last_inner, size=inputs[i].shape[-2:], mode="nearest")
+            lateral = self.lateral_convs[i]
+            last_inner = (conv_norm(inputs[i], lateral, None, residual=top_down) if isinstance(lateral, nn.Conv2d)
+                          else lateral(inputs[i]) + top_down)
             results.insert(0, self.output_convs[i](last_inner))
         if self.top_block is not None:
             p6 = self.p6(inputs[-1] if self.top_block == "p6p7_from_c5" else results[-1])
