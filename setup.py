@@ -28,7 +28,8 @@ def extension():
         raise RuntimeError("FORCE_CUDA=1 but no CUDA toolkit found: set CUDA_HOME (e.g. /usr/local/cuda)")
     # -ffp-contract=off: no fused multiply-adds, so IoUs round exactly like torchvision's kernels.
     # -fopenmp: at::parallel_for runs on OpenMP (torch's own libgomp) only when compiled with it.
-    cxx = ["-O3", "-ffp-contract=off", "-fopenmp"]  # the C++ standard flag comes from torch
+    # -g0: no debug information (Python's own CFLAGS ask for -g), a third of the compile time.
+    cxx = ["-O3", "-g0", "-ffp-contract=off", "-fopenmp"]  # the C++ standard flag comes from torch
     link = ["-fopenmp"]
     define_macros = []
     if with_cuda:
