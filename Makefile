@@ -34,20 +34,20 @@ test: $(VENV)/.test-stamp
 test-fast: $(VENV)/.test-stamp
 	$(PY) -m pytest -q --durations=10 -m "not slow and not docs" tests
 
-install: $(VENV)/.ext-stamp
+install: $(VENV)/.test-stamp
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 
-# --no-compile: no .pyc for the thousands of modules of torch's CUDA build at install time (a third
-# of its install time); Python writes them for the modules actually imported, on first import.
+# Byte-compiled at install (about 7 s for torch and torchvision): where PYTHONDONTWRITEBYTECODE is
+# set, modules left uncompiled would be compiled again by every process (4 s more per torch import).
 $(VENV)/.torch-stamp: | $(PY)
-	$(PIP) install --no-compile $(TORCH_PKGS)
+	$(PIP) install $(TORCH_PKGS)
 	touch $@
 
 # What the demo needs; the test suite's extras (ONNX Runtime, trackers, ...) come with `make test`.
 $(VENV)/.deps-stamp: requirements.txt $(VENV)/.torch-stamp
-	$(PIP) install --no-compile -r requirements.txt
+	$(PIP) install -r requirements.txt
 	touch $@
 
 $(VENV)/.ext-stamp: setup.py pyproject.toml $(CSRC) $(VENV)/.deps-stamp
@@ -55,7 +55,7 @@ $(VENV)/.ext-stamp: setup.py pyproject.toml $(CSRC) $(VENV)/.deps-stamp
 	touch $@
 
 $(VENV)/.test-stamp: requirements-test.txt $(VENV)/.ext-stamp
-	$(PIP) install --no-compile -r requirements.txt -r requirements-test.txt
+	$(PIP) install -r requirements.txt -r requirements-test.txt
 	touch $@
 
 clean-build:
