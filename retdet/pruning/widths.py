@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from typing import Dict, List, Mapping, Optional
 
-import torch
 from torch import nn
 from torchvision.ops.misc import FrozenBatchNorm2d
 
