@@ -9,14 +9,13 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 import torch
 from torch import Tensor, nn
 
+from retdet.layers import memory_format as memory_format_rule
 from retdet.registry import (
     ANCHOR_GENERATORS, BACKBONES, BOX_CODERS, DETECTORS, HEADS, LOSSES, MATCHERS, NECKS, POSTPROCESSORS, Registry,
     build,
 )
 from retdet.structures import Detections, ImageSample
 from retdet.structures.boxes import pairwise_ioa, pairwise_iou
-
-from retdet.layers import memory_format as memory_format_rule
 
 from .losses import LossNormalizer
 from .network_runner import NetworkRunner
