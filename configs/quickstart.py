@@ -36,7 +36,7 @@ dataloader.test.batch_size = 4
 dataloader.test.num_workers = 0
 
 # NHWC in training too, also where "auto" picks NCHW for training (AVX2 without AVX-512, measured on
-# R50-FPN): with these narrow layers NHWC was the faster one there as well (0.085 s against 0.097 s per
+# R50-FPN): with these narrow layers NHWC was the faster one there as well (0.083-0.091 s against 0.097 s per
 # iteration with oneDNN and ATen limited to AVX2, on the Zen 4).
 model.memory_format = "NHWC"
 model.head.norm = "GN"  # GroupNorm in the head: faster, steadier convergence from scratch
