@@ -231,10 +231,11 @@ def build_pair(model_cfg: Mapping, *, device: torch.device, training: bool, comp
     return models
 
 
-def int8_variant(ours: nn.Module, model_cfg: Mapping, samples: Sequence[ImageSample], int8: str,
+def int8_variant(ours: nn.Module, samples: Sequence[ImageSample], int8: str,
                  log: Callable[[str], None]) -> Tuple[nn.Module, Dict[str, Any]]:
     """A copy of ``ours`` whose network runs int8: from the artifact folder ``int8``, or, when ``int8``
     is "calibrate", quantized here on the benchmark's own images (a speed measurement, not accuracy)."""
+    import copy
     import os
     import tempfile
 
@@ -243,8 +244,7 @@ def int8_variant(ours: nn.Module, model_cfg: Mapping, samples: Sequence[ImageSam
     from retdet.quantization.artifact import write_metadata
     from retdet.quantization.onnxruntime_backend import quantize_network
 
-    quantized = build_model_from_config({"model": model_cfg}, device="cpu")
-    quantized.load_state_dict(ours.state_dict())
+    quantized = copy.deepcopy(ours).cpu().eval()  # ours exactly: its config, normalisation and weights
     if int8 != "calibrate":
         return quantized, attach_quantized(quantized, int8, logger=None)
     with tempfile.TemporaryDirectory(prefix="retdet_int8_") as folder:
@@ -266,8 +266,6 @@ def inference_benchmark(model_cfg: Mapping, *, device: torch.device, batch_size:
     distilled model) each of those, timed in the same interleaved loop against ours."""
     models = build_pair(model_cfg, device=device, training=False, compare=compare, log=log)
     ours, ref = models["ours"], models.get("ref")
-    if compare:  # the int8 copy as ours (see build_pair)
-        model_cfg = {**model_cfg, **TORCHVISION_NORMALISATION}
     if weights:
         from retdet.checkpoint import load_weights
 
@@ -286,7 +284,7 @@ def inference_benchmark(model_cfg: Mapping, *, device: torch.device, batch_size:
     if int8:
         if device.type != "cpu":
             raise ValueError("--int8 runs on the CPU: use --device cpu")
-        quantized, meta = int8_variant(ours, model_cfg, samples, int8, log)
+        quantized, meta = int8_variant(ours, samples, int8, log)
 
         def run_int8():
             with torch.no_grad():

@@ -90,8 +90,8 @@ def attainable_conv_int8(channels: int = 256, size: int = 128, runs: int = 10) -
 
 # ---- FLOPs and where the time goes --------------------------------------------------------------
 
-def flops(fn: Callable[[], Any]) -> int:
-    """FLOPs (2 per multiply-add) of one call of ``fn``, backward passes included."""
+def flops(fn: Callable[[], Any]) -> Tuple[int, int]:
+    """(all FLOPs, convolution FLOPs) of one call of ``fn``, 2 per multiply-add, backward included."""
     from torch.utils.flop_counter import FlopCounterMode
 
     from retdet.layers.conv_bn import calling_modules
@@ -99,7 +99,8 @@ def flops(fn: Callable[[], Any]) -> int:
     # The counter knows aten's convolutions, not oneDNN's fused ones: count on the unfused route.
     with calling_modules(), FlopCounterMode(display=False) as counter:
         fn()
-    return counter.get_total_flops()
+    per_op = counter.get_flop_counts().get("Global", {})
+    return counter.get_total_flops(), sum(v for k, v in per_op.items() if "conv" in str(k))
 
 
 def op_kind(name: str) -> str:
@@ -185,30 +186,15 @@ def time_split(fn: Callable[[], Any], runs: int = 2) -> Dict[str, float]:
     return out
 
 
-def conv_flops_share(fn: Callable[[], Any]) -> float:
-    """The share of ``fn``'s FLOPs that are convolutions (forward and backward)."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    from retdet.layers.conv_bn import calling_modules
-
-    with calling_modules(), FlopCounterMode(display=False) as counter:
-        fn()
-    per_op = counter.get_flop_counts().get("Global", {})
-    total = sum(per_op.values())
-    conv = sum(v for k, v in per_op.items() if "conv" in str(k))
-    return conv / total if total else 0.0
-
-
 def roofline_figures(fn: Callable[[], Any], peak_gflops: float, *, runs: int,
                      model: nn.Module) -> List[Tuple[str, float, str]]:
     """(name, value, unit) for one workload ``fn``: its FLOPs, median time, achieved GFLOP/s and their
     fraction of ``peak_gflops``, the convolutions' own rate, and the time split (shares of the profile)."""
     with stages_marked(model):
         split = time_split(fn, runs=max(1, runs // 3))
-    total = flops(fn)
+    total, conv_flops = flops(fn)
     ms = statistics.median(time_ms(fn, warmup=1, runs=runs))
     achieved = total / ms / 1e6
-    conv_share = conv_flops_share(fn)
     figures = [("GFLOP per call (2 per multiply-add)", total / 1e9, "GFLOP"),
                ("time per call (median, not profiled)", ms, "ms"),
                ("achieved", achieved, "GFLOP/s"),
@@ -216,7 +202,7 @@ def roofline_figures(fn: Callable[[], Any], peak_gflops: float, *, runs: int,
     if split["conv"] > 0:
         # the convolutions' FLOPs over the convolutions' own time (scaled from the profile to the wall time)
         conv_ms = split["conv"] * ms / max(split["profiled"], 1e-9)
-        figures.append(("convolutions alone / single-conv figure", conv_share * total / conv_ms / 1e6 / peak_gflops,
+        figures.append(("convolutions alone / single-conv figure", conv_flops / conv_ms / 1e6 / peak_gflops,
                         "ratio"))
     for key in (*KINDS, *STAGES):
         figures.append((f"time in {key}", 100 * split[key] / max(split["profiled"], 1e-9), "%"))
