@@ -12,6 +12,12 @@ at::Tensor sigmoid_focal_loss_backward_cpu(const at::Tensor& grad_output, const 
                                            const at::Tensor& targets, double alpha, double gamma, int64_t reduction);
 at::Tensor batched_nms_cpu(const at::Tensor& boxes, const at::Tensor& scores, const at::Tensor& idxs,
                            double iou_threshold);
+void winograd_input_transform_cpu(const at::Tensor& x, int64_t m, const at::Tensor& out);
+at::Tensor winograd_input_transform_backward_cpu(const at::Tensor& dV, int64_t m, int64_t N, int64_t H, int64_t W);
+at::Tensor winograd_output_transform_cpu(const at::Tensor& M, const std::optional<at::Tensor>& bias, bool relu,
+                                         int64_t m, int64_t N, int64_t H, int64_t W);
+void winograd_output_transform_backward_cpu(const at::Tensor& dy, const std::optional<at::Tensor>& relu_output,
+                                            int64_t m, const at::Tensor& out);
 
 // Shared checks and helpers (ops_common.cpp).
 void check_focal_inputs(const at::Tensor& logits, const at::Tensor& targets, int64_t reduction);

@@ -21,6 +21,17 @@ TORCH_LIBRARY(retdet, m) {
       "int reduction) -> Tensor");
   // Indices of the kept boxes, by decreasing score; equal scores keep the lower index first.
   m.def("batched_nms(Tensor boxes, Tensor scores, Tensor idxs, float iou_threshold) -> Tensor");
+  // Winograd F(m x m, 3 x 3), m = 2 or 4 (retdet/layers/winograd.py): the transforms of a 3x3 stride-1
+  // padding-1 convolution and their adjoints. x, y: (N, C, H, W) images, channels-last in memory;
+  // V, M: ((m+2)^2, N * ceil(H/m) * ceil(W/m), C) transformed tiles. The transforms into the tile
+  // domain write into a given tensor, so the caller can reuse one workspace (fresh pages cost more
+  // than the transform; retdet/layers/winograd.py).
+  m.def("winograd_input_transform(Tensor x, int m, Tensor(a!) out) -> ()");
+  m.def("winograd_input_transform_backward(Tensor dV, int m, int N, int H, int W) -> Tensor");
+  // y = relu?(A^T M A + bias) per tile.
+  m.def("winograd_output_transform(Tensor M, Tensor? bias, bool relu, int m, int N, int H, int W) -> Tensor");
+  // dM = A (dy * [relu_output > 0]) A^T per tile (no mask when relu_output is None).
+  m.def("winograd_output_transform_backward(Tensor dy, Tensor? relu_output, int m, Tensor(a!) out) -> ()");
 }
 
 namespace retdet {

@@ -16,6 +16,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops.misc import FrozenBatchNorm2d
 
+from retdet.layers import winograd
+
 
 def frozen_bn_affine(bn: FrozenBatchNorm2d):
     """(scale (C,), shift (C,)) with bn(x) == x * scale[:, None, None] + shift[:, None, None]."""
@@ -86,9 +88,11 @@ def conv_norm(x: Tensor, conv: nn.Conv2d, norm: Optional[nn.Module], *, relu: bo
               residual: Optional[Tensor] = None) -> Tensor:
     """relu(norm(conv(x)) + residual) (``relu`` False: no ReLU; ``residual`` None: no sum).
 
-    A FrozenBN is folded into the convolution (see the module docstring). Where no gradient is needed
-    on the CPU, the ReLU and the sum run inside oneDNN's convolution as post-ops, while its output is
-    still in cache, instead of as one more pass over the activations each.
+    A FrozenBN is folded into the convolution (see the module docstring). Large 3x3 stride-1
+    convolutions on the CPU run as Winograd F(4x4, 3x3), with the ReLU in its output transform
+    (retdet/layers/winograd.py chooses). Where no gradient is needed on the CPU, the ReLU and the
+    sum run inside oneDNN's convolution as post-ops, while its output is still in cache, instead of
+    as one more pass over the activations each.
     """
     folded = _folded(conv, norm)
     if folded is None:  # call the modules (tracing attributes each op to its module)
@@ -96,6 +100,12 @@ def conv_norm(x: Tensor, conv: nn.Conv2d, norm: Optional[nn.Module], *, relu: bo
         y = y if norm is None else norm(y)
     else:
         weight, bias = folded
+        tile = winograd.tile_for(x, conv, weight)
+        if tile is not None:  # a large 3x3 stride-1 convolution on the CPU (retdet/layers/winograd.py)
+            y = winograd.winograd_conv3x3(x, weight, bias, tile=tile, relu=relu and residual is None)
+            if residual is None:
+                return y
+            return (y + residual).relu_() if relu else y + residual
         if (relu or residual is not None) and _fusable(x, conv, weight):
             args = (list(conv.padding), list(conv.stride), list(conv.dilation), conv.groups)
             if residual is None:

@@ -10,6 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from retdet.layers import memory_format as memory_format_rule
+from retdet.layers import winograd
 from retdet.registry import (
     ANCHOR_GENERATORS, BACKBONES, BOX_CODERS, DETECTORS, HEADS, LOSSES, MATCHERS, NECKS, POSTPROCESSORS, Registry,
     build,
@@ -101,6 +102,7 @@ class RetinaNet(nn.Module):
         ignore_ioa_threshold: float = 0.5,
         memory_format: Any = "auto",
         channels_last: Optional[bool] = None,
+        conv_algorithm: str = "auto",
         compile: Union[bool, Mapping[str, Any]] = False,
         test_time_aug: Optional[Mapping[str, Any]] = None,
         tiling: Optional[Mapping[str, Any]] = None,
@@ -133,6 +135,9 @@ class RetinaNet(nn.Module):
         self.memory_format_spec = memory_format_rule.check_spec(memory_format)
         self.memory_format = torch.contiguous_format
         self.apply_memory_format()
+        # Direct or Winograd 3x3 convolutions (retdet/layers/winograd.py); "auto": Winograd for the
+        # large float32 ones on the CPU.
+        self.conv_algorithm = winograd.check_algorithm(conv_algorithm)
         # How network() runs: eagerly, torch.compile'd (model.compile) or in an int8 runtime (attached by
         # retdet/quantization/artifact.py). Not module state: copies and checkpoints are the eager model's.
         self.runner = NetworkRunner(compile=compile)
@@ -231,7 +236,8 @@ class RetinaNet(nn.Module):
         """Everything before losses or post-processing: preprocessing, the network and the anchors
         (what a distillation loss compares between a student and its teacher)."""
         batch = self.preprocess([s.image for s in samples])
-        net = self.runner(self, batch.tensor)
+        with winograd.conv_algorithm(self.conv_algorithm):
+            net = self.runner(self, batch.tensor)
         # The anchors read only each level's size and device. The logits have the features' (Hi, Wi),
         # and they exist in every runner mode (an external runtime returns no features).
         anchors = self.anchor_generator(net.logits)

@@ -34,6 +34,9 @@ model = dict(
     # NHWC or NCHW per mode, whichever runs faster on this CPU or GPU (retdet/layers/memory_format.py);
     # or "NHWC", "NCHW", dict(train="NCHW", inference="NHWC").
     memory_format="auto",
+    # 3x3 convolutions: "auto" runs the large float32 ones on the CPU as Winograd F(4x4, 3x3), 4x fewer
+    # multiplications (retdet/layers/winograd.py); "direct", "winograd_f2" or "winograd_f4" fixes one.
+    conv_algorithm="auto",
     # True (or a dict of torch.compile arguments): backbone, FPN and head run under torch.compile,
     # for training and inference alike; compiled on the first forward (see RetinaNet.network).
     compile=False,

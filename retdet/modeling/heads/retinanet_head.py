@@ -66,8 +66,8 @@ class RetinaNetHead(nn.Module):
         nn.init.constant_(self.cls_score.bias, -math.log((1 - prior_prob) / prior_prob))
 
     def forward(self, features: Sequence[Tensor]) -> Tuple[List[Tensor], List[Tensor]]:
-        logits = [self.cls_score(_run_subnet(self.cls_subnet, f)) for f in features]
-        deltas = [self.bbox_pred(_run_subnet(self.bbox_subnet, f)) for f in features]
+        logits = [conv_norm(_run_subnet(self.cls_subnet, f), self.cls_score, None) for f in features]
+        deltas = [conv_norm(_run_subnet(self.bbox_subnet, f), self.bbox_pred, None) for f in features]
         return logits, deltas
 
 
