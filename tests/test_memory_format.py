@@ -69,12 +69,15 @@ def test_fused_path_is_only_taken_without_gradients():
 
 # ---- the rule ----------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("capability,train,inference", [("AVX512", "NHWC", "NHWC"), ("AVX512_BF16", "NHWC", "NHWC"),
-                                                        ("AVX2", "NCHW", "NHWC"), ("DEFAULT", "NCHW", "NHWC")])
-def test_auto_layout_follows_the_instruction_set(monkeypatch, capability, train, inference):
+@pytest.mark.parametrize("capability,direct_train,inference", [
+    ("AVX512", "NHWC", "NHWC"), ("AVX512_BF16", "NHWC", "NHWC"), ("AVX2", "NCHW", "NHWC"), ("DEFAULT", "NCHW", "NHWC")])
+def test_auto_layout_follows_the_instruction_set(monkeypatch, capability, direct_train, inference):
+    """NCHW only for training with oneDNN's direct 3x3 kernels below AVX-512; Winograd's are NHWC."""
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
     spec = mf.check_spec("auto")
-    assert mf.layout_name(mf.resolve(spec, "train", "cpu")) == train
+    assert mf.layout_name(mf.resolve(spec, "train", "cpu", "direct")) == direct_train
+    assert mf.layout_name(mf.resolve(spec, "train", "cpu")) == "NHWC"
+    assert mf.layout_name(mf.resolve(spec, "inference", "cpu", "direct")) == inference
     assert mf.layout_name(mf.resolve(spec, "inference", "cpu")) == inference
     assert mf.layout_name(mf.resolve(spec, "train", "cuda")) == "NHWC"
     assert mf.layout_name(mf.resolve(mf.check_spec("NCHW"), "inference", "cpu")) == "NCHW"  # an override wins

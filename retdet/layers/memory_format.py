@@ -6,7 +6,10 @@ torchvision, R50-FPN, 2 threads (docs/benchmarking.md has the tables):
 
 - AVX-512 (an Intel Xeon with VNNI; a Zen 4 AMD EPYC): NHWC is faster for inference and training.
 - AVX2 without AVX-512 (a Zen 3 AMD EPYC; the Zen 4 with oneDNN and ATen limited to AVX2): NHWC is
-  faster for inference, NCHW for a training step (oneDNN's NHWC backward kernels are slower there).
+  faster for inference. For a training step with oneDNN's direct 3x3 kernels (model.conv_algorithm
+  "direct"), NCHW is (its NHWC backward kernels are slower there: 6.2 s against 4.9 s a step); with
+  the large 3x3 layers as Winograd (the default, retdet/layers/winograd.py, whose kernels work
+  channels-last), NHWC is again (3.7 s against 3.9 s).
 - CUDA: NHWC, for tensor cores under AMP.
 
 ``"auto"`` (the default) applies that rule; "NHWC" or "NCHW" fixes one layout, and
@@ -30,9 +33,10 @@ def cpu_has_avx512() -> bool:
     return torch.backends.cpu.get_cpu_capability().upper().startswith("AVX512")
 
 
-def auto_layout(mode: str, device_type: str = "cpu") -> str:
-    """The layout "auto" picks for ``mode`` ("train" or "inference") on ``device_type`` (see above)."""
-    if device_type != "cpu" or mode == "inference" or cpu_has_avx512():
+def auto_layout(mode: str, device_type: str = "cpu", conv_algorithm: str = "auto") -> str:
+    """The layout "auto" picks for ``mode`` ("train" or "inference") on ``device_type`` with that
+    model.conv_algorithm (see above)."""
+    if device_type != "cpu" or mode == "inference" or cpu_has_avx512() or conv_algorithm != "direct":
         return "NHWC"
     return "NCHW"
 
@@ -55,10 +59,10 @@ def check_spec(spec: Spec, where: str = "model.memory_format") -> Dict[str, str]
     return dict(spec)
 
 
-def resolve(spec: Mapping[str, str], mode: str, device_type: str) -> torch.memory_format:
+def resolve(spec: Mapping[str, str], mode: str, device_type: str, conv_algorithm: str = "auto") -> torch.memory_format:
     """The torch memory format for ``mode`` on ``device_type`` under a checked spec."""
     value = spec[mode]
-    return LAYOUTS[auto_layout(mode, device_type) if value == "auto" else value]
+    return LAYOUTS[auto_layout(mode, device_type, conv_algorithm) if value == "auto" else value]
 
 
 def layout_name(memory_format: torch.memory_format) -> str:

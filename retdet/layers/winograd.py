@@ -216,10 +216,12 @@ def winograd_conv3x3(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None, *
     Args:
         x: (N, C_in, H, W) float32/float64 (any layout; read as channels-last).
         weight: (C_out, C_in, 3, 3); bias: (C_out,) or None.
-    Returns (N, C_out, H, W), channels-last in memory. Differentiable (once) in x, weight and bias.
+    Returns (N, C_out, H, W) in x's layout (the kernels work channels-last: an NCHW x costs a reorder
+    each way). Differentiable (once) in x, weight and bias.
     """
     if tile not in _G:
         raise ValueError(f"Winograd tile must be 2 or 4, got {tile}")
     if weight.shape[-2:] != (3, 3) or x.shape[1] != weight.shape[1]:
         raise ValueError(f"winograd_conv3x3 needs (C_out, {x.shape[1]}, 3, 3) weights, got {tuple(weight.shape)}")
-    return _WinogradConv3x3.apply(x, weight, bias, tile, relu)
+    y = _WinogradConv3x3.apply(x, weight, bias, tile, relu)
+    return y if x.is_contiguous(memory_format=torch.channels_last) else y.contiguous()

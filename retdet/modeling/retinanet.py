@@ -132,12 +132,12 @@ class RetinaNet(nn.Module):
         # anchors' order. channels_last=True/False: the former bool setting, one layout for both modes.
         if channels_last is not None:
             memory_format = "NHWC" if channels_last else "NCHW"
+        # Direct or Winograd 3x3 convolutions (retdet/layers/winograd.py); "auto": Winograd for the
+        # large float32 ones on the CPU. (The layout rule depends on it.)
+        self.conv_algorithm = winograd.check_algorithm(conv_algorithm)
         self.memory_format_spec = memory_format_rule.check_spec(memory_format)
         self.memory_format = torch.contiguous_format
         self.apply_memory_format()
-        # Direct or Winograd 3x3 convolutions (retdet/layers/winograd.py); "auto": Winograd for the
-        # large float32 ones on the CPU.
-        self.conv_algorithm = winograd.check_algorithm(conv_algorithm)
         # How network() runs: eagerly, torch.compile'd (model.compile) or in an int8 runtime (attached by
         # retdet/quantization/artifact.py). Not module state: copies and checkpoints are the eager model's.
         self.runner = NetworkRunner(compile=compile)
@@ -162,7 +162,7 @@ class RetinaNet(nn.Module):
         param = next(self.parameters(), None)
         device_type = param.device.type if param is not None else "cpu"
         mode = "train" if self.training else "inference"
-        fmt = memory_format_rule.resolve(self.memory_format_spec, mode, device_type)
+        fmt = memory_format_rule.resolve(self.memory_format_spec, mode, device_type, self.conv_algorithm)
         if force or fmt != self.memory_format:
             self.to(memory_format=fmt)
             self.memory_format = fmt
