@@ -213,3 +213,13 @@ def test_detector_with_winograd_computes_what_the_direct_nchw_model_computes(alg
         torch.testing.assert_close(d.scores, r.scores, atol=1e-4, rtol=0)
         torch.testing.assert_close(d.boxes, r.boxes, atol=1e-2, rtol=0)
         assert torch.equal(d.labels, r.labels)
+
+
+def test_roofline_counts_winograd_time_as_convolution():
+    """tools/benchmark.py --task roofline: the transforms and GEMMs of a Winograd layer are conv time."""
+    from retdet.benchmarks.roofline import time_split
+
+    x = torch.randn(2, 32, 24, 24, requires_grad=True)
+    w = torch.randn(32, 32, 3, 3, requires_grad=True)
+    split = time_split(lambda: winograd.winograd_conv3x3(x, w, tile=4).sum().backward(), runs=1)
+    assert split["conv"] > 0.8 * split["profiled"], split

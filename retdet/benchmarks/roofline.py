@@ -12,7 +12,10 @@ kind (convolution, normalisation, activation, elementwise and copies) or to the 
 marked by wrapping the detector's parts while profiling, not by markers in the model.
 
 ``flops``: FLOPs of one call (torch.utils.flop_counter, 2 per multiply-add, backward included), so a
-training step counts its backward convolutions too.
+training step counts its backward convolutions too. They are the direct convolutions' FLOPs: layers
+run as Winograd (retdet/layers/winograd.py) do fewer multiplications for the same result, so the
+achieved rate is direct-convolution-equivalent and can exceed the single-conv figure; their
+transforms and GEMMs count as convolution time.
 """
 from __future__ import annotations
 
@@ -149,6 +152,17 @@ def stages_marked(model: nn.Module) -> Iterator[None]:
                 setattr(owner, attr, own)
 
 
+def _inside_winograd(event) -> bool:
+    """Whether the op ran inside a Winograd convolution (retdet/layers/winograd.py: its transforms and
+    its GEMMs are convolution time)."""
+    e = event
+    while e is not None:
+        if "WinogradConv3x3" in e.name:
+            return True
+        e = e.cpu_parent
+    return False
+
+
 def _stage_of(event) -> Optional[str]:
     e = event
     while e is not None:
@@ -175,8 +189,9 @@ def time_split(fn: Callable[[], Any], runs: int = 2) -> Dict[str, float]:
         wall = (time.perf_counter() - start) * 1e3 / runs
     for event in prof.events():
         stage = _stage_of(event)
-        key = stage if stage is not None else (op_kind(event.name) if event.name.startswith("aten::")
-                                               or event.name.startswith("mkldnn::") else None)
+        op = event.name.startswith(("aten::", "mkldnn::", "retdet::winograd"))
+        key = stage if stage is not None else (None if not op else "conv" if _inside_winograd(event)
+                                               else op_kind(event.name))
         if key is None:
             continue  # autograd and profiler wrappers: their children hold the time
         parts[key] += event.self_cpu_time_total / 1e3 / runs
