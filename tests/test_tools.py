@@ -25,10 +25,10 @@ def check_report(path, task):
 def test_benchmark_ops_json_schema(tmp_path):
     path = tmp_path / "ops.json"
     stdout = run_tool("tools/benchmark.py", "--task", "ops", "--iters", "2", "--warmup", "1",
-                      "--cases", "post-processing", "(100000, 80) int", "--json", str(path))
+                      "--cases", "post-processing", "(100000, 80) int", "(2, 256, 16, 16) -> 256, F(4", "--json", str(path))
     assert "speedup" in stdout
     results = check_report(path, "ops")
-    assert {n.split(":")[0] for n in results} == {"sigmoid_focal_loss fwd+bwd", "batched_nms"}
+    assert {n.split(":")[0] for n in results} == {"sigmoid_focal_loss fwd+bwd", "batched_nms", "conv3x3 fwd+bwd"}
     for r in results.values():
         assert r["unit"] == "ms" and r["ours"] > 0 and r["ref"] > 0
         assert abs(r["speedup"] - r["ref"] / r["ours"]) < 1e-9

@@ -1,6 +1,8 @@
-"""Op benchmark cases: retdet's fused ops against torchvision's, on the same inputs."""
+"""Op benchmark cases: retdet's fused ops against torchvision's, and its Winograd 3x3 convolutions
+against torch's direct one (oneDNN, channels-last), on the same inputs."""
 from __future__ import annotations
 
+import functools
 from typing import Callable, Dict, List, Optional
 
 import torch
@@ -90,6 +92,48 @@ def nms_cases(device: str):
     return {name: tuple(t.to(device) for t in case) for name, case in cases.items()}
 
 
+# R50-FPN's 3x3 stride-1 layers in a training step (batch 2 of 512x512): (N, C_in, H, W, C_out).
+WINOGRAD_SHAPES = [(2, 64, 128, 128, 64), (2, 128, 64, 64, 128), (2, 256, 32, 32, 256), (2, 512, 16, 16, 512),
+                   (2, 256, 64, 64, 256), (2, 256, 64, 64, 720), (2, 256, 16, 16, 256)]
+
+
+def winograd_cases(device: str, wanted: Callable[[str], bool] = lambda name: True
+                   ) -> Dict[str, Dict[str, Callable[[], None]]]:
+    """Forward + backward of one convolution with bias: Winograd F(2x2) and F(4x4) against F.conv2d,
+    all channels-last (the CPU layout the detector trains in); the cases whose "conv3x3 fwd+bwd <case>"
+    name is ``wanted``. Each is checked against F.conv2d first."""
+    from retdet.layers.winograd import winograd_conv3x3
+
+    if device != "cpu":
+        return {}
+    g = torch.Generator().manual_seed(0)
+    cases = {}
+    for n, c, h, w, o in WINOGRAD_SHAPES:
+        names = {tile: f"({n}, {c}, {h}, {w}) -> {o}, F({tile}x{tile}) vs F.conv2d" for tile in (2, 4)}
+        names = {tile: name for tile, name in names.items() if wanted("conv3x3 fwd+bwd " + name)}
+        if not names:
+            continue
+        x = torch.randn(n, c, h, w, generator=g).contiguous(memory_format=torch.channels_last)
+        weight = (torch.randn(o, c, 3, 3, generator=g) * (2 / (9 * c)) ** 0.5).contiguous(memory_format=torch.channels_last)
+        bias = torch.randn(o, generator=g)
+
+        def step(conv, x=x, weight=weight, bias=bias):
+            xs, ws, bs = (t.detach().requires_grad_() for t in (x, weight, bias))
+            y = conv(xs, ws, bs)
+            y.backward(torch.ones_like(y))
+            return y.detach()
+
+        direct = functools.partial(step, lambda a, b, c_: torch.nn.functional.conv2d(a, b, c_, padding=1))
+        expected = direct()
+        for tile, name in names.items():
+            ours = functools.partial(step, functools.partial(winograd_conv3x3, tile=tile))
+            error = (ours() - expected).abs().max().item()
+            if error > 1e-3 * expected.abs().max().item():
+                raise AssertionError(f"Winograd F({tile}x{tile}) differs from F.conv2d by {error} on {(n, c, h, w, o)}")
+            cases[name] = {"ours": ours, "ref": direct}
+    return cases
+
+
 def run_op_benchmarks(device: str = "cpu", runs: int = 20, warmup: int = 3, only: Optional[List[str]] = None):
     results = []
 
@@ -112,4 +156,8 @@ def run_op_benchmarks(device: str = "cpu", runs: int = 20, warmup: int = 3, only
         ours = median_ms(lambda: ops.batched_nms(boxes, scores, idxs, 0.5), device=device, runs=n_runs, warmup=1)
         ref = median_ms(lambda: torchvision.ops.batched_nms(boxes, scores, idxs, 0.5), device=device, runs=n_runs, warmup=1)
         results.append(dict(name="batched_nms", case=case, ours_ms=ours, ref_ms=ref, speedup=ref / ours))
+    for case, fns in winograd_cases(device, wanted).items():
+        ours = median_ms(fns["ours"], device=device, runs=max(3, runs // 4), warmup=1)
+        ref = median_ms(fns["ref"], device=device, runs=max(3, runs // 4), warmup=1)
+        results.append(dict(name="conv3x3 fwd+bwd", case=case, ours_ms=ours, ref_ms=ref, speedup=ref / ours))
     return results

@@ -23,7 +23,8 @@ roofline: the GFLOP/s one large 3x3 convolution attains on this machine (float32
     --input-size, which then sets both) as achieved GFLOP/s, their fraction of that figure and their time split by layer
     kind and stage (retdet/benchmarks/roofline.py).
 data: images/s of the config's training loader. ops: the fused focal loss and NMS against
-    torchvision.ops (retdet/benchmarks/ops.py).
+    torchvision.ops, and the Winograd 3x3 convolutions against F.conv2d per R50-FPN layer shape
+    (retdet/benchmarks/ops.py).
 Times are medians (the machines are noisy). --json writes
     {"task", "device", "config", "results": [{"name", "ours", "ref", "unit", "speedup"}]}
 where speedup is ours/ref for rates and ref/ours for times (> 1: ours is faster) and null where
