@@ -1,5 +1,7 @@
-#include <limits>
+#include <ATen/ops/isfinite.h>
+
 #include <cmath>
+#include <limits>
 
 #include "ops.h"
 

@@ -7,6 +7,8 @@
 // set is identical; the inner loop is branch-free so the compiler can vectorise it.
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/from_blob.h>
 #include <torch/library.h>
 
 #include <algorithm>

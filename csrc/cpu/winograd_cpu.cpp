@@ -11,8 +11,9 @@
 //
 // Every kernel is deterministic: the adjoint of the input transform (tiles overlap by two pixels)
 // scatters tile rows of one parity at a time, so no two threads add into the same pixel.
-#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
+#include <ATen/ops/empty.h>
 #include <c10/util/Exception.h>
 #include <torch/library.h>
 

@@ -9,6 +9,7 @@
 //    against each other in shared memory, then OR the kept boxes' mask rows into a `removed` bitmap.
 // The IoU uses the same expression as torchvision, with explicitly rounded operations (no FMA
 // contraction), so the comparisons round exactly as on the CPU.
+#include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAStream.h>

@@ -1,6 +1,7 @@
 // CUDA kernels of retdet::sigmoid_focal_loss(_with_grad, _backward): one thread per element
 // (grid-stride), float32 arithmetic (float64 for double). The loss sum is reduced per block, then the
 // block partials are added with at::sum: deterministic, no float atomics, no host synchronisation.
+#include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <c10/cuda/CUDAException.h>
