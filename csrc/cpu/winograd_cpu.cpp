@@ -83,11 +83,21 @@ struct OutputMatrix {  // A^T, or A
   static constexpr float at(int i, int j) { return Transpose ? Winograd<M>::AT[j][i] : Winograd<M>::AT[i][j]; }
 };
 
+// sum_j C[r][j] * term(j) for a compile-time coefficient matrix C (zero terms vanish when unrolled).
+template <typename C, int Terms, typename V, typename Term>
+inline __attribute__((always_inline)) V combine(int r, Term term) {
+  using S = std::remove_reference_t<decltype(std::declval<V>()[0])>;
+  V acc = {};
+#pragma GCC unroll 8
+  for (int j = 0; j < Terms; ++j)
+    if (C::at(r, j) != 0.f) acc += static_cast<S>(C::at(r, j)) * term(j);
+  return acc;
+}
+
 // out[r][q] = sum_{j,k} L[r][j] in[j][k] R[q][k] on one vector of channels per tile position:
 // L is (R x J), R is (Q x K); `in(j, k)` loads, `out(r, q, v)` stores.
 template <int Rn, int J, int Q, int K, typename L, typename R, typename V, typename In, typename Out>
 inline __attribute__((always_inline)) void two_sided(In in, Out out) {
-  using S = std::remove_reference_t<decltype(std::declval<V>()[0])>;
   V x[J][K], t[Rn][K];
 #pragma GCC unroll 8
   for (int j = 0; j < J; ++j)
@@ -96,23 +106,11 @@ inline __attribute__((always_inline)) void two_sided(In in, Out out) {
 #pragma GCC unroll 8
   for (int r = 0; r < Rn; ++r)
 #pragma GCC unroll 8
-    for (int k = 0; k < K; ++k) {
-      V acc = {};
-#pragma GCC unroll 8
-      for (int j = 0; j < J; ++j)
-        if (L::at(r, j) != 0.f) acc += static_cast<S>(L::at(r, j)) * x[j][k];
-      t[r][k] = acc;
-    }
+    for (int k = 0; k < K; ++k) t[r][k] = combine<L, J, V>(r, [&](int j) { return x[j][k]; });
 #pragma GCC unroll 8
   for (int r = 0; r < Rn; ++r)
 #pragma GCC unroll 8
-    for (int q = 0; q < Q; ++q) {
-      V acc = {};
-#pragma GCC unroll 8
-      for (int k = 0; k < K; ++k)
-        if (R::at(q, k) != 0.f) acc += static_cast<S>(R::at(q, k)) * t[r][k];
-      out(r, q, acc);
-    }
+    for (int q = 0; q < Q; ++q) out(r, q, combine<R, K, V>(q, [&](int k) { return t[r][k]; }));
 }
 
 // Tile t -> (image, tile row, tile column).
@@ -121,28 +119,33 @@ struct TileIndex {
   TileIndex(int64_t t, const Geometry& g) : n(t / (g.th * g.tw)), ty((t / g.tw) % g.th), tx(t % g.tw) {}
 };
 
+// body(t, tile, c, n) for every tile t and every vector of channels [c, c + n), tiles spread over threads.
+template <typename scalar_t, typename Body>
+void for_each_tile(const Geometry& g, Body body) {
+  constexpr int64_t lanes = Vec<scalar_t>::lanes;
+  at::parallel_for(0, g.tiles(), 4, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) {
+      const TileIndex ti(t, g);
+      for (int64_t c = 0; c < g.C; c += lanes) body(t, ti, c, std::min(lanes, g.C - c));
+    }
+  });
+}
+
 // V = B^T d B for every tile: x (N, H, W, C) -> V (A*A, T, C).
 template <typename scalar_t, int M>
 void input_transform(const scalar_t* x, scalar_t* V, const Geometry& g) {
   constexpr int A = M + 2;
   using Vt = typename Vec<scalar_t>::type;
-  constexpr int64_t lanes = Vec<scalar_t>::lanes;
   const int64_t T = g.tiles();
-  at::parallel_for(0, T, 4, [&](int64_t t0, int64_t t1) {
-    for (int64_t t = t0; t < t1; ++t) {
-      const TileIndex ti(t, g);
-      const int64_t y0 = ti.ty * M - 1, x0 = ti.tx * M - 1;
-      for (int64_t c = 0; c < g.C; c += lanes) {
-        const int64_t n = std::min(lanes, g.C - c);
-        two_sided<A, A, A, A, InputMatrix<M, false>, InputMatrix<M, false>, Vt>(
-            [&](int j, int k) -> Vt {
-              const int64_t y = y0 + j, xx = x0 + k;
-              if (y < 0 || y >= g.H || xx < 0 || xx >= g.W) return Vt{};
-              return load<Vt>(x + ((ti.n * g.H + y) * g.W + xx) * g.C + c, n);
-            },
-            [&](int i, int l, Vt v) { store(V + ((i * A + l) * T + t) * g.C + c, v, n); });
-      }
-    }
+  for_each_tile<scalar_t>(g, [&](int64_t t, const TileIndex& ti, int64_t c, int64_t n) {
+    const int64_t y0 = ti.ty * M - 1, x0 = ti.tx * M - 1;
+    two_sided<A, A, A, A, InputMatrix<M, false>, InputMatrix<M, false>, Vt>(
+        [&](int j, int k) -> Vt {
+          const int64_t y = y0 + j, xx = x0 + k;
+          if (y < 0 || y >= g.H || xx < 0 || xx >= g.W) return Vt{};
+          return load<Vt>(x + ((ti.n * g.H + y) * g.W + xx) * g.C + c, n);
+        },
+        [&](int i, int l, Vt v) { store(V + ((i * A + l) * T + t) * g.C + c, v, n); });
   });
 }
 
@@ -184,25 +187,18 @@ template <typename scalar_t, int M>
 void output_transform(const scalar_t* Mt, const scalar_t* bias, bool relu, scalar_t* y, const Geometry& g) {
   constexpr int A = M + 2;
   using Vt = typename Vec<scalar_t>::type;
-  constexpr int64_t lanes = Vec<scalar_t>::lanes;
   const int64_t T = g.tiles();
-  at::parallel_for(0, T, 4, [&](int64_t t0, int64_t t1) {
-    for (int64_t t = t0; t < t1; ++t) {
-      const TileIndex ti(t, g);
-      for (int64_t c = 0; c < g.C; c += lanes) {
-        const int64_t n = std::min(lanes, g.C - c);
-        const Vt b = bias != nullptr ? load<Vt>(bias + c, n) : Vt{};
-        two_sided<M, A, M, A, OutputMatrix<M, false>, OutputMatrix<M, false>, Vt>(
-            [&](int j, int k) { return load<Vt>(Mt + ((j * A + k) * T + t) * g.C + c, n); },
-            [&](int i, int l, Vt v) {
-              const int64_t yy = ti.ty * M + i, xx = ti.tx * M + l;
-              if (yy >= g.H || xx >= g.W) return;
-              v += b;
-              if (relu) v = v > Vt{} ? v : Vt{};
-              store(y + ((ti.n * g.H + yy) * g.W + xx) * g.C + c, v, n);
-            });
-      }
-    }
+  for_each_tile<scalar_t>(g, [&](int64_t t, const TileIndex& ti, int64_t c, int64_t n) {
+    const Vt b = bias != nullptr ? load<Vt>(bias + c, n) : Vt{};
+    two_sided<M, A, M, A, OutputMatrix<M, false>, OutputMatrix<M, false>, Vt>(
+        [&](int j, int k) { return load<Vt>(Mt + ((j * A + k) * T + t) * g.C + c, n); },
+        [&](int i, int l, Vt v) {
+          const int64_t yy = ti.ty * M + i, xx = ti.tx * M + l;
+          if (yy >= g.H || xx >= g.W) return;
+          v += b;
+          if (relu) v = v > Vt{} ? v : Vt{};
+          store(y + ((ti.n * g.H + yy) * g.W + xx) * g.C + c, v, n);
+        });
   });
 }
 
@@ -211,24 +207,17 @@ template <typename scalar_t, int M>
 void output_transform_adjoint(const scalar_t* dy, const scalar_t* relu_output, scalar_t* dMt, const Geometry& g) {
   constexpr int A = M + 2;
   using Vt = typename Vec<scalar_t>::type;
-  constexpr int64_t lanes = Vec<scalar_t>::lanes;
   const int64_t T = g.tiles();
-  at::parallel_for(0, T, 4, [&](int64_t t0, int64_t t1) {
-    for (int64_t t = t0; t < t1; ++t) {
-      const TileIndex ti(t, g);
-      for (int64_t c = 0; c < g.C; c += lanes) {
-        const int64_t n = std::min(lanes, g.C - c);
-        two_sided<A, M, A, M, OutputMatrix<M, true>, OutputMatrix<M, true>, Vt>(
-            [&](int i, int l) -> Vt {
-              const int64_t yy = ti.ty * M + i, xx = ti.tx * M + l;
-              if (yy >= g.H || xx >= g.W) return Vt{};
-              const int64_t offset = ((ti.n * g.H + yy) * g.W + xx) * g.C + c;
-              const Vt d = load<Vt>(dy + offset, n);
-              return relu_output == nullptr ? d : (load<Vt>(relu_output + offset, n) > Vt{} ? d : Vt{});
-            },
-            [&](int j, int k, Vt v) { store(dMt + ((j * A + k) * T + t) * g.C + c, v, n); });
-      }
-    }
+  for_each_tile<scalar_t>(g, [&](int64_t t, const TileIndex& ti, int64_t c, int64_t n) {
+    two_sided<A, M, A, M, OutputMatrix<M, true>, OutputMatrix<M, true>, Vt>(
+        [&](int i, int l) -> Vt {
+          const int64_t yy = ti.ty * M + i, xx = ti.tx * M + l;
+          if (yy >= g.H || xx >= g.W) return Vt{};
+          const int64_t offset = ((ti.n * g.H + yy) * g.W + xx) * g.C + c;
+          const Vt d = load<Vt>(dy + offset, n);
+          return relu_output == nullptr ? d : (load<Vt>(relu_output + offset, n) > Vt{} ? d : Vt{});
+        },
+        [&](int j, int k, Vt v) { store(dMt + ((j * A + k) * T + t) * g.C + c, v, n); });
   });
 }
 
