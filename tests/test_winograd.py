@@ -223,3 +223,95 @@ def test_roofline_counts_winograd_time_as_convolution():
     w = torch.randn(32, 32, 3, 3, requires_grad=True)
     split = time_split(lambda: winograd.winograd_conv3x3(x, w, tile=4).sum().backward(), runs=1)
     assert split["conv"] > 0.8 * split["profiled"], split
+
+
+@pytest.mark.parametrize("needs", ["x", "weight", "bias"])
+def test_gradients_when_only_one_input_needs_them(needs):
+    """A frozen layer under a trainable input (x only: V is then a reused buffer) and the first
+    trainable layer (weight or bias only)."""
+    g = torch.Generator().manual_seed(6)
+    x = torch.randn(2, 5, 9, 7, generator=g, dtype=torch.float64, requires_grad=needs == "x")
+    weight = torch.randn(6, 5, 3, 3, generator=g, dtype=torch.float64, requires_grad=needs == "weight")
+    bias = torch.randn(6, generator=g, dtype=torch.float64, requires_grad=needs == "bias")
+    target = {"x": x, "weight": weight, "bias": bias}[needs]
+    (got,) = torch.autograd.grad(winograd.winograd_conv3x3(x, weight, bias, relu=True).square().sum(), target)
+    (expected,) = torch.autograd.grad(direct(x, weight, bias, True).square().sum(), target)
+    torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-9)
+
+
+def test_float32_channel_tail():
+    """13 channels: one full 8-float vector and a 5-channel tail in every kernel."""
+    g = torch.Generator().manual_seed(7)
+    x = torch.randn(2, 13, 11, 10, generator=g, requires_grad=True)
+    w = torch.randn(13, 13, 3, 3, generator=g, requires_grad=True)
+    for tile in (2, 4):
+        y = winograd.winograd_conv3x3(x, w, tile=tile)
+        ref = F.conv2d(x, w, padding=1)
+        torch.testing.assert_close(y, ref, rtol=1e-4, atol=1e-4)
+        got, expected = torch.autograd.grad(y.sum(), x), torch.autograd.grad(ref.sum(), x)
+        torch.testing.assert_close(got[0], expected[0], rtol=1e-4, atol=1e-4)
+
+
+def test_inference_mode_then_no_grad_then_training():
+    """Buffers made under torch.inference_mode are inference tensors; later calls outside it must not
+    write into them. And eval of a trainable layer (no_grad, weight requiring grad) is right too."""
+    winograd.release_workspaces()
+    g = torch.Generator().manual_seed(8)
+    x = torch.randn(1, 8, 12, 12, generator=g)
+    w = torch.randn(8, 8, 3, 3, generator=g, requires_grad=True)
+    ref = F.conv2d(x, w, padding=1).detach()
+    with torch.inference_mode():
+        torch.testing.assert_close(winograd.winograd_conv3x3(x, w), ref, rtol=1e-4, atol=1e-4)
+    with torch.no_grad():
+        torch.testing.assert_close(winograd.winograd_conv3x3(x, w), ref, rtol=1e-4, atol=1e-4)
+    y = winograd.winograd_conv3x3(x, w)
+    y.sum().backward()
+    torch.testing.assert_close(y.detach(), ref, rtol=1e-4, atol=1e-4)
+    assert w.grad is not None
+    winograd.release_workspaces()
+
+
+def test_relu_propagates_nan_like_torch():
+    """A NaN input is not hidden by the fused ReLU (a NaN check must still see it): every output that
+    torch makes NaN is NaN (Winograd spreads it over the whole tile, so more can be), and the weight's
+    gradient is NaN where torch.relu's is."""
+    x = torch.zeros(1, 2, 5, 5, dtype=torch.float64)
+    x[0, 0, 2, 2] = float("nan")
+    w = torch.ones(2, 2, 3, 3, dtype=torch.float64, requires_grad=True)
+    for tile in (2, 4):
+        y = winograd.winograd_conv3x3(x, w, tile=tile, relu=True)
+        ref = F.conv2d(x, w, padding=1).relu()
+        assert ref.isnan().any() and (y.isnan() | ~ref.isnan()).all()
+        got, expected = torch.autograd.grad(y.sum(), w)[0], torch.autograd.grad(ref.sum(), w)[0]
+        assert expected.isnan().any() and torch.equal(got.isnan(), expected.isnan())
+
+
+def test_hooks_and_swapped_modules_are_called():
+    """conv_norm calls a conv that has forward hooks, and a Conv2d subclass, as modules: hooks fire."""
+    torch.manual_seed(0)
+    conv = nn.Conv2d(16, 16, 3, padding=1)
+    x = torch.randn(2, 16, 12, 12)
+    seen = []
+    handle = conv.register_forward_hook(lambda m, i, o: seen.append(o.shape))
+    with winograd.conv_algorithm("winograd_f4"):
+        torch.testing.assert_close(conv_norm(x, conv, None), F.conv2d(x, conv.weight, conv.bias, padding=1))
+    assert seen == [(2, 16, 12, 12)]
+    handle.remove()
+
+    class Doubled(nn.Conv2d):
+        def forward(self, x):
+            return 2 * super().forward(x)
+    doubled = Doubled(16, 16, 3, padding=1)
+    with winograd.conv_algorithm("winograd_f4"):
+        torch.testing.assert_close(conv_norm(x, doubled, None), 2 * F.conv2d(x, doubled.weight, doubled.bias, padding=1))
+
+
+def test_compiled_network_follows_the_direct_layout_rule(monkeypatch):
+    """model.compile runs no Winograd layer, so on AVX2 it trains in NCHW like conv_algorithm="direct"."""
+    from retdet.layers import memory_format as mf
+
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
+    assert small_detector("auto").train().memory_format == torch.channels_last
+    assert small_detector("auto", conv_algorithm="direct").train().memory_format == torch.contiguous_format
+    assert small_detector("auto", compile=True).train().memory_format == torch.contiguous_format
+    assert mf.layout_name(small_detector("auto", compile=True).eval().memory_format) == "NHWC"

@@ -196,7 +196,7 @@ void output_transform(const scalar_t* Mt, const scalar_t* bias, bool relu, scala
           const int64_t yy = ti.ty * M + i, xx = ti.tx * M + l;
           if (yy >= g.H || xx >= g.W) return;
           v += b;
-          if (relu) v = v > Vt{} ? v : Vt{};
+          if (relu) v = v < Vt{} ? Vt{} : v;  // NaN stays NaN, as in torch.relu
           store(y + ((ti.n * g.H + yy) * g.W + xx) * g.C + c, v, n);
         });
   });
@@ -215,7 +215,8 @@ void output_transform_adjoint(const scalar_t* dy, const scalar_t* relu_output, s
           if (yy >= g.H || xx >= g.W) return Vt{};
           const int64_t offset = ((ti.n * g.H + yy) * g.W + xx) * g.C + c;
           const Vt d = load<Vt>(dy + offset, n);
-          return relu_output == nullptr ? d : (load<Vt>(relu_output + offset, n) > Vt{} ? d : Vt{});
+          // torch's ReLU backward: 0 where the output is <= 0 (a NaN output passes the gradient)
+          return relu_output == nullptr ? d : (load<Vt>(relu_output + offset, n) <= Vt{} ? Vt{} : d);
         },
         [&](int j, int k, Vt v) { store(dMt + ((j * A + k) * T + t) * g.C + c, v, n); });
   });

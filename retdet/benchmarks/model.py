@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from retdet.checkpoint.convert import convert_torchvision_retinanet
 from retdet.engine.defaults import build_model_from_config
+from retdet.layers import winograd
 from retdet.modeling import DetectorNetwork, permute_to_N_HWA_K
 from retdet.structures import ImageSample
 from retdet.utils.model_analysis import count_parameters, flop_analysis
@@ -173,7 +174,8 @@ def _stage_times(model: nn.Module, samples: Sequence[ImageSample], device: torch
             sync()
             marks.append(time.perf_counter())
 
-        with torch.no_grad(), _amp(device, amp):
+        # the model's conv_algorithm, as its forward runs it (retdet/layers/winograd.py)
+        with torch.no_grad(), _amp(device, amp), winograd.conv_algorithm(getattr(model, "conv_algorithm", "auto")):
             batch = model.preprocess([s.image for s in samples])
             mark()
             features = model.features(batch.tensor)

@@ -60,10 +60,22 @@ def _conv2d(x: Tensor, conv: nn.Conv2d, weight: Tensor, bias: Optional[Tensor]) 
     return F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
 
 
+def _has_hooks(module: Optional[nn.Module]) -> bool:
+    return module is not None and bool(module._forward_hooks or module._forward_pre_hooks)
+
+
+def _must_call(conv: nn.Module, norm: Optional[nn.Module]) -> bool:
+    """Whether the modules themselves must run: tracing, :func:`calling_modules`, a Conv2d subclass or
+    another module in the conv's place (e.g. a QAT swap), or forward hooks that must fire."""
+    return (torch.jit.is_tracing() or _calling_modules or type(conv) is not nn.Conv2d or _has_hooks(conv)
+            or _has_hooks(norm) or bool(nn.modules.module._global_forward_hooks)
+            or bool(nn.modules.module._global_forward_pre_hooks))
+
+
 def _folded(conv: nn.Conv2d, norm: Optional[nn.Module]) -> Optional[Tuple[Tensor, Optional[Tensor]]]:
     """(weight, bias) of norm(conv(.)) as one convolution, or None if the norm cannot be folded
-    (GroupNorm, a training BatchNorm) or modules must be called (tracing, :func:`calling_modules`)."""
-    if conv.padding_mode != "zeros" or torch.jit.is_tracing() or _calling_modules:
+    (GroupNorm, a training BatchNorm) or modules must be called (see :func:`_must_call`)."""
+    if _must_call(conv, norm) or conv.padding_mode != "zeros":
         return None
     if norm is None:
         return conv.weight, conv.bias
@@ -96,7 +108,8 @@ def conv_norm(x: Tensor, conv: nn.Conv2d, norm: Optional[nn.Module], *, relu: bo
     """
     folded = _folded(conv, norm)
     if folded is None:  # call the modules (tracing attributes each op to its module)
-        y = _conv2d(x, conv, conv.weight, conv.bias) if strided_1x1_as_slice(x, conv) else conv(x)
+        slice_1x1 = type(conv) is nn.Conv2d and not _has_hooks(conv) and strided_1x1_as_slice(x, conv)
+        y = _conv2d(x, conv, conv.weight, conv.bias) if slice_1x1 else conv(x)
         y = y if norm is None else norm(y)
     else:
         weight, bias = folded

@@ -9,7 +9,8 @@ torchvision, R50-FPN, 2 threads (docs/benchmarking.md has the tables):
   faster for inference. For a training step with oneDNN's direct 3x3 kernels (model.conv_algorithm
   "direct"), NCHW is (its NHWC backward kernels are slower there: 6.2 s against 4.9 s a step); with
   the large 3x3 layers as Winograd (the default, retdet/layers/winograd.py, whose kernels work
-  channels-last), NHWC is again (3.7 s against 3.9 s).
+  channels-last), NHWC is again (3.7 s against 3.9 s). A compiled network (model.compile) runs no
+  Winograd layer and follows the direct rule.
 - CUDA: NHWC, for tensor cores under AMP.
 
 ``"auto"`` (the default) applies that rule; "NHWC" or "NCHW" fixes one layout, and

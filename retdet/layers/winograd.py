@@ -18,8 +18,9 @@ the matrix products are torch's (MKL/oneDNN GEMM); the backward pass is the same
 so training gets the same saving: dV = dM U^T and dU = V^T dM are products of the same size, and the
 input and output transforms' adjoints are two more kernels.
 
-Which algorithm a convolution uses: :func:`conv_algorithm` (a context manager; the detector
-enters it with its ``model.conv_algorithm`` setting) holds one of
+Which algorithm a convolution uses: :func:`conv_algorithm` (a context manager; the detector's
+forward enters it with its ``model.conv_algorithm`` setting; code that calls ``model.network``,
+``model.features`` or ``model.head`` itself enters it too) holds one of
 
 - ``"auto"`` (the default): Winograd F(4x4) on the CPU for float32 3x3 stride-1 convolutions with at
   least :data:`MIN_CHANNELS` input and output channels on batches of at least :data:`MIN_TILES` 4x4
@@ -146,17 +147,22 @@ def _workspace(role: str, shape: Tuple[int, ...], like: Tensor) -> Tensor:
     """A buffer of ``shape`` for a temporary that never outlives one call (``role`` names it), reused
     across calls in this thread. Fresh tensors of tens of MB come from new pages on the CPU, and
     faulting them in took longer than the transform that fills them (15 of 20 ms for the input
-    transform of a 200x304 64-channel image). :func:`release_workspaces` frees them."""
+    transform of a 200x304 64-channel image). :func:`release_workspaces` frees them.
+
+    Buffers made under ``torch.inference_mode`` are inference tensors, which cannot be written outside
+    it: the pool keeps one set per mode."""
     pool = _state.__dict__.setdefault("workspaces", {})
     numel = math.prod(shape)
-    buffer = pool.get((role, like.dtype))
+    key = (role, like.dtype, torch.is_inference_mode_enabled())
+    buffer = pool.get(key)
     if buffer is None or buffer.numel() < numel:
-        pool[(role, like.dtype)] = buffer = like.new_empty(numel)
+        pool[key] = buffer = like.new_empty(numel)
     return buffer[:numel].view(shape)
 
 
 def release_workspaces() -> None:
-    """Free this thread's reused Winograd buffers (they grow to the largest layer run)."""
+    """Free this thread's reused Winograd buffers. They grow to the largest layer run and stay: for
+    R50-FPN on 800x1216 images about 100 MB each for the GEMM output and its gradient."""
     _state.__dict__.pop("workspaces", None)
 
 
@@ -171,20 +177,29 @@ def _products(left: Tensor, right: Tensor, out: Tensor, transpose_left: bool = F
     return out
 
 
+def _tiles(tile: int, n: int, h: int, w: int) -> Tuple[int, int]:
+    """(positions per tile, tiles) of an (n, ., h, w) batch."""
+    return (tile + 2) ** 2, n * -(-h // tile) * -(-w // tile)
+
+
+def _forward(x: Tensor, weight: Tensor, bias: Optional[Tensor], tile: int, relu: bool,
+             keep_v: bool) -> Tuple[Tensor, Tensor, Tensor]:
+    """(y, V, U); V is a fresh tensor when ``keep_v`` (saved for the weight's gradient), else a workspace."""
+    n, c, h, w = x.shape
+    shape = _tiles(tile, n, h, w)
+    u = weight_transform(weight, tile)
+    v = x.new_empty(shape + (c,)) if keep_v else _workspace("V", shape + (c,), x)
+    torch.ops.retdet.winograd_input_transform(x, tile, v)
+    m = _products(v, u, _workspace("M", shape + (weight.shape[0],), x))
+    return torch.ops.retdet.winograd_output_transform(m, bias, relu, tile, n, h, w), v, u
+
+
 class _WinogradConv3x3(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, weight: Tensor, bias: Optional[Tensor], tile: int, relu: bool) -> Tensor:
-        n, c, h, w = x.shape
-        o = weight.shape[0]
-        shape = ((tile + 2) ** 2, n * -(-h // tile) * -(-w // tile))
-        u = weight_transform(weight, tile)
-        # V is saved for the weight's gradient; otherwise it is a temporary.
-        v = x.new_empty(shape + (c,)) if ctx.needs_input_grad[1] else _workspace("V", shape + (c,), x)
-        torch.ops.retdet.winograd_input_transform(x, tile, v)
-        m = _products(v, u, _workspace("M", shape + (o,), x))
-        y = torch.ops.retdet.winograd_output_transform(m, bias, relu, tile, n, h, w)
+        y, v, u = _forward(x, weight, bias, tile, relu, keep_v=ctx.needs_input_grad[1])
         ctx.save_for_backward(v if ctx.needs_input_grad[1] else None, u, y if relu else None)
-        ctx.geometry = (tile, n, c, h, w, bias is not None)
+        ctx.geometry = (tile, x.shape[0], x.shape[1], x.shape[2], x.shape[3], bias is not None)
         return y
 
     @staticmethod
@@ -192,7 +207,7 @@ class _WinogradConv3x3(torch.autograd.Function):
     def backward(ctx, dy: Tensor):
         v, u, relu_output = ctx.saved_tensors
         tile, n, c, h, w, has_bias = ctx.geometry
-        shape = ((tile + 2) ** 2, n * -(-h // tile) * -(-w // tile))
+        shape = _tiles(tile, n, h, w)
         dm = _workspace("dM", shape + (dy.shape[1],), dy)
         torch.ops.retdet.winograd_output_transform_backward(dy, relu_output, tile, dm)
         dx = dweight = dbias = None
@@ -223,5 +238,8 @@ def winograd_conv3x3(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None, *
         raise ValueError(f"Winograd tile must be 2 or 4, got {tile}")
     if weight.shape[-2:] != (3, 3) or x.shape[1] != weight.shape[1]:
         raise ValueError(f"winograd_conv3x3 needs (C_out, {x.shape[1]}, 3, 3) weights, got {tuple(weight.shape)}")
-    y = _WinogradConv3x3.apply(x, weight, bias, tile, relu)
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, bias)):
+        y = _WinogradConv3x3.apply(x, weight, bias, tile, relu)
+    else:  # nothing to save: every temporary is a workspace (eval of a trainable model included)
+        y = _forward(x, weight, bias, tile, relu, keep_v=False)[0]
     return y if x.is_contiguous(memory_format=torch.channels_last) else y.contiguous()

@@ -132,15 +132,15 @@ class RetinaNet(nn.Module):
         # anchors' order. channels_last=True/False: the former bool setting, one layout for both modes.
         if channels_last is not None:
             memory_format = "NHWC" if channels_last else "NCHW"
+        # How network() runs: eagerly, torch.compile'd (model.compile) or in an int8 runtime (attached by
+        # retdet/quantization/artifact.py). Not module state: copies and checkpoints are the eager model's.
+        self.runner = NetworkRunner(compile=compile)
         # Direct or Winograd 3x3 convolutions (retdet/layers/winograd.py); "auto": Winograd for the
-        # large float32 ones on the CPU. (The layout rule depends on it.)
+        # large float32 ones on the CPU, in forward() (the layout rule below depends on it).
         self.conv_algorithm = winograd.check_algorithm(conv_algorithm)
         self.memory_format_spec = memory_format_rule.check_spec(memory_format)
         self.memory_format = torch.contiguous_format
         self.apply_memory_format()
-        # How network() runs: eagerly, torch.compile'd (model.compile) or in an int8 runtime (attached by
-        # retdet/quantization/artifact.py). Not module state: copies and checkpoints are the eager model's.
-        self.runner = NetworkRunner(compile=compile)
         # A pruned network's layer widths (retdet/pruning/widths.py), saved in its checkpoints; None: the
         # widths the config builds.
         self.pruned_widths: Optional[Dict[str, List[int]]] = None
@@ -162,7 +162,9 @@ class RetinaNet(nn.Module):
         param = next(self.parameters(), None)
         device_type = param.device.type if param is not None else "cpu"
         mode = "train" if self.training else "inference"
-        fmt = memory_format_rule.resolve(self.memory_format_spec, mode, device_type, self.conv_algorithm)
+        # Compiled networks run no Winograd layer: their layout is the direct kernels'.
+        algorithm = "direct" if self.runner.compile_options is not None else self.conv_algorithm
+        fmt = memory_format_rule.resolve(self.memory_format_spec, mode, device_type, algorithm)
         if force or fmt != self.memory_format:
             self.to(memory_format=fmt)
             self.memory_format = fmt
