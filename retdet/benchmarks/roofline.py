@@ -152,26 +152,27 @@ def stages_marked(model: nn.Module) -> Iterator[None]:
                 setattr(owner, attr, own)
 
 
+def _ancestor_name(event, match: Callable[[str], bool]) -> Optional[str]:
+    """The name of the event or its nearest enclosing CPU event that ``match``es, or None."""
+    e = event
+    while e is not None:
+        if match(e.name):
+            return e.name
+        e = e.cpu_parent
+    return None
+
+
 def _inside_winograd(event) -> bool:
     """Whether the op ran inside a Winograd convolution (retdet/layers/winograd.py: its transforms and
     its GEMMs are convolution time)."""
-    e = event
-    while e is not None:
-        if "WinogradConv3x3" in e.name:
-            return True
-        e = e.cpu_parent
-    return False
+    return _ancestor_name(event, lambda name: "WinogradConv3x3" in name) is not None
 
 
 def _stage_of(event) -> Optional[str]:
-    e = event
-    while e is not None:
-        if e.name.startswith(_STAGE_PREFIX):
-            return e.name[len(_STAGE_PREFIX):]
-        if e.name.startswith("Optimizer.step"):
-            return "optimizer"
-        e = e.cpu_parent
-    return None
+    name = _ancestor_name(event, lambda n: n.startswith((_STAGE_PREFIX, "Optimizer.step")))
+    if name is None:
+        return None
+    return "optimizer" if name.startswith("Optimizer.step") else name[len(_STAGE_PREFIX):]
 
 
 def time_split(fn: Callable[[], Any], runs: int = 2) -> Dict[str, float]:

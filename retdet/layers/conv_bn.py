@@ -96,9 +96,12 @@ def _fusable(x: Tensor, conv: nn.Conv2d, weight: Tensor) -> bool:
             and torch.backends.mkldnn.is_available() and not strided_1x1_as_slice(x, conv))
 
 
-def conv_norm(x: Tensor, conv: nn.Conv2d, norm: Optional[nn.Module], *, relu: bool = False,
+def conv_norm(x: Tensor, conv: nn.Module, norm: Optional[nn.Module], *, relu: bool = False,
               residual: Optional[Tensor] = None) -> Tensor:
     """relu(norm(conv(x)) + residual) (``relu`` False: no ReLU; ``residual`` None: no sum).
+
+    ``conv`` is an nn.Conv2d, or any module in its place (e.g. conv + norm in a Sequential), which is
+    then called as it is.
 
     A FrozenBN is folded into the convolution (see the module docstring). Large 3x3 stride-1
     convolutions on the CPU run as Winograd F(4x4, 3x3), with the ReLU in its output transform
@@ -115,17 +118,17 @@ def conv_norm(x: Tensor, conv: nn.Conv2d, norm: Optional[nn.Module], *, relu: bo
         weight, bias = folded
         tile = winograd.tile_for(x, conv, weight)
         if tile is not None:  # a large 3x3 stride-1 convolution on the CPU (retdet/layers/winograd.py)
-            y = winograd.winograd_conv3x3(x, weight, bias, tile=tile, relu=relu and residual is None)
-            if residual is None:
-                return y
-            return (y + residual).relu_() if relu else y + residual
-        if (relu or residual is not None) and _fusable(x, conv, weight):
+            fused_relu = relu and residual is None  # in the output transform; otherwise after the sum
+            y = winograd.winograd_conv3x3(x, weight, bias, tile=tile, relu=fused_relu)
+            relu = relu and not fused_relu
+        elif (relu or residual is not None) and _fusable(x, conv, weight):
             args = (list(conv.padding), list(conv.stride), list(conv.dilation), conv.groups)
             if residual is None:
                 return torch.ops.mkldnn._convolution_pointwise(x, weight, bias, *args, "relu", [], "")
             return torch.ops.mkldnn._convolution_pointwise.binary(
                 x, residual, weight, bias, *args, "add", 1.0, "relu" if relu else None, [], "")
-        y = _conv2d(x, conv, weight, bias)
+        else:
+            y = _conv2d(x, conv, weight, bias)
     if residual is not None:
         y = y + residual
     return y.relu_() if relu else y

@@ -49,20 +49,12 @@ ALGORITHMS = ("auto", "direct", "winograd_f2", "winograd_f4")
 MIN_CHANNELS = 128
 MIN_TILES = 128
 
-# G (weights), one row per tile position; B^T and A^T are in the kernels (csrc/cpu/winograd_cpu.cpp).
+# G (weights), one row per tile position. B^T and A^T live only in the kernels
+# (csrc/cpu/winograd_cpu.cpp); the weight transform is here, where autograd and the GEMM are.
 _G = {
     2: ((1, 0, 0), (1 / 2, 1 / 2, 1 / 2), (1 / 2, -1 / 2, 1 / 2), (0, 0, 1)),
     4: ((1 / 4, 0, 0), (-1 / 6, -1 / 6, -1 / 6), (-1 / 6, 1 / 6, -1 / 6), (1 / 24, 1 / 12, 1 / 6),
         (1 / 24, -1 / 12, 1 / 6), (0, 0, 1)),
-}
-_BT = {
-    2: ((1, 0, -1, 0), (0, 1, 1, 0), (0, -1, 1, 0), (0, 1, 0, -1)),
-    4: ((4, 0, -5, 0, 1, 0), (0, -4, -4, 1, 1, 0), (0, 4, -4, -1, 1, 0), (0, -2, -1, 2, 1, 0),
-        (0, 2, -1, -2, 1, 0), (0, 4, 0, -5, 0, 1)),
-}
-_AT = {
-    2: ((1, 1, 1, 0), (0, 1, -1, -1)),
-    4: ((1, 1, 1, 1, 1, 0), (0, 1, -1, 2, -2, 0), (0, 1, 1, 4, 4, 0), (0, 1, -1, 8, -8, 1)),
 }
 
 _state = threading.local()
@@ -99,7 +91,7 @@ def tile_for(x: Tensor, conv: nn.Conv2d, weight: Tensor) -> Optional[int]:
     if algorithm == "auto":
         n, _, h, w = x.shape
         big = (x.dtype == torch.float32 and min(conv.in_channels, conv.out_channels) >= MIN_CHANNELS
-               and n * -(-h // 4) * -(-w // 4) >= MIN_TILES)
+               and _tiles(4, n, h, w)[1] >= MIN_TILES)
         return 4 if big else None
     return 2 if algorithm == "winograd_f2" else 4
 
@@ -115,16 +107,9 @@ def applicable(x: Tensor, conv: nn.Conv2d, weight: Tensor) -> bool:
             and not torch.jit.is_scripting() and not torch.compiler.is_compiling())
 
 
-def transform_matrices(tile: int, dtype=torch.float64, device=None):
-    """(B^T, G, A^T) of F(tile x tile, 3 x 3): ((tile+2)^2...) shapes (a, a), (a, 3), (tile, a)."""
-    if tile not in _G:
-        raise ValueError(f"Winograd tile must be 2 or 4, got {tile}")
-    return tuple(torch.tensor(m, dtype=dtype, device=device) for m in (_BT[tile], _G[tile], _AT[tile]))
-
-
 def _weight_transform_matrix(tile: int, dtype, device) -> Tensor:
     """K = G (x) G, ((tile+2)^2, 9): U[i, j] = sum_kl G[i, k] w[k, l] G[j, l] = (K @ w.flatten())[i * a + j]."""
-    _, g, _ = transform_matrices(tile, dtype, device)
+    g = torch.tensor(_G[tile], dtype=dtype, device=device)
     return torch.kron(g, g)
 
 

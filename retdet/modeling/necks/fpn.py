@@ -79,24 +79,18 @@ class FPN(nn.Module):
     def output_shape(self) -> Dict[str, ShapeSpec]:
         return dict(self._shapes)
 
-    def _output(self, i: int, x: Tensor) -> Tensor:
-        """Level i's output convolution (through conv_norm, which may run it as Winograd)."""
-        conv = self.output_convs[i]
-        return conv_norm(x, conv, None) if isinstance(conv, nn.Conv2d) else conv(x)
-
     def forward(self, features: Mapping[str, Tensor]) -> Dict[str, Tensor]:
         inputs = [features[f] for f in self.in_features]
         last_inner = self.lateral_convs[-1](inputs[-1])
-        results = [self._output(-1, last_inner)]
+        # Through conv_norm, which may run a 3x3 output conv as Winograd (a conv + norm module is called).
+        results = [conv_norm(last_inner, self.output_convs[-1], None)]
         for i in range(len(inputs) - 2, -1, -1):
             # Upsample to the lateral's exact size (not x2), so odd sizes line up; the sum runs inside
             # the lateral convolution where no gradient is needed (retdet.layers.conv_bn).
             # (A lateral is a 1x1 stride-1 convolution: its output has its input's size.)
             top_down = F.interpolate(last_inner, size=inputs[i].shape[-2:], mode="nearest")
-            lateral = self.lateral_convs[i]
-            last_inner = (conv_norm(inputs[i], lateral, None, residual=top_down) if isinstance(lateral, nn.Conv2d)
-                          else lateral(inputs[i]) + top_down)
-            results.insert(0, self._output(i, last_inner))
+            last_inner = conv_norm(inputs[i], self.lateral_convs[i], None, residual=top_down)
+            results.insert(0, conv_norm(last_inner, self.output_convs[i], None))
         if self.top_block is not None:
             p6 = self.p6(inputs[-1] if self.top_block == "p6p7_from_c5" else results[-1])
             results.extend([p6, self.p7(F.relu(p6) if self.relu_before_p7 else p6)])
