@@ -15,6 +15,9 @@ from retdet.ops import sigmoid_focal_loss, sigmoid_focal_loss_reference
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 REDUCTIONS = ["none", "sum", "mean"]
 GAMMAS = [0.0, 1.0, 2.0, 3.0, 3.5]  # 0-3: the vector path on CPU; 3.5: the scalar path
+# The CPU's float32 vector path runs by rows for K >= 8 (13: 8 vector columns, 5 scalar), over the
+# flattened elements for K < 8 (3: the quickstart's 4 classes and BCCD's 3 are such).
+CLASS_COUNTS = [13, 3]
 
 
 def make_case(n=257, k=13, seed=0, kind="binary", dtype=torch.float32, device="cpu"):
@@ -58,8 +61,9 @@ def test_hand_computed_values():
 @pytest.mark.parametrize("gamma", GAMMAS)
 @pytest.mark.parametrize("alpha", [0.25, -1.0])
 @pytest.mark.parametrize("kind", ["binary", "soft"])
-def test_float_targets_match_torchvision_and_fvcore(device, reduction, gamma, alpha, kind):
-    logits, targets = make_case(kind=kind, device=device)
+@pytest.mark.parametrize("k", CLASS_COUNTS)
+def test_float_targets_match_torchvision_and_fvcore(device, reduction, gamma, alpha, kind, k):
+    logits, targets = make_case(k=k, kind=kind, device=device)
     x1 = logits.clone().requires_grad_()
     x2 = logits.clone().requires_grad_()
     x3 = logits.clone().requires_grad_()
@@ -80,8 +84,9 @@ def test_float_targets_match_torchvision_and_fvcore(device, reduction, gamma, al
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 @pytest.mark.parametrize("gamma", GAMMAS)
 @pytest.mark.parametrize("alpha", [0.25, -1.0])
-def test_int_targets_match_torchvision_one_hot(device, reduction, gamma, alpha):
-    logits, labels = make_case(kind="index", device=device)
+@pytest.mark.parametrize("k", CLASS_COUNTS)
+def test_int_targets_match_torchvision_one_hot(device, reduction, gamma, alpha, k):
+    logits, labels = make_case(k=k, kind="index", device=device)
     k = logits.shape[1]
     valid = labels >= 0
     x1 = logits.clone().requires_grad_()
@@ -196,11 +201,11 @@ def exact_focal_loss(x, t, alpha, gamma):
     return w * ce * (p * (1 - t) + q * t) ** gamma * valid
 
 
-def extreme_case(kind, dtype, device):
+def extreme_case(kind, dtype, device, k=21):
     """Logits over -100..100 (every half-integer: the reference's autograd has kinks at 0, then
-    random) with their targets."""
+    random) with their targets, k (21 or 7) per row."""
     g = torch.Generator().manual_seed(3)
-    x = torch.cat([torch.arange(-100.5, 100.0), torch.rand(20 * 201, generator=g) * 200 - 100]).view(-1, 21)
+    x = torch.cat([torch.arange(-100.5, 100.0), torch.rand(20 * 201, generator=g) * 200 - 100]).view(-1, k)
     n, k = x.shape
     if kind == "index":
         t = torch.randint(-1, k + 1, (n,), generator=g)
@@ -214,10 +219,11 @@ def extreme_case(kind, dtype, device):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("gamma", [0.0, 1.0, 2.0, 3.0, 3.5])
 @pytest.mark.parametrize("kind", ["index", "soft"])
-def test_extreme_logits_match_float64(device, dtype, gamma, kind):
+@pytest.mark.parametrize("k", [21, 7])
+def test_extreme_logits_match_float64(device, dtype, gamma, kind, k):
     """Loss and gradient for logits in -100..100 against the float64 reference on the same
     (rounded) inputs, rounded to the dtype; float results below 2^-100 are exactly 0."""
-    x, t = extreme_case(kind, dtype, device)
+    x, t = extreme_case(kind, dtype, device, k)
     x = x.requires_grad_()
     loss = sigmoid_focal_loss(x, t, 0.25, gamma)
     loss.backward(torch.ones_like(loss))
@@ -297,9 +303,9 @@ def test_cpu_and_cuda_agree(kind, reduction):
 BASELINE_SCRIPT = r"""
 import torch, torchvision, retdet.ops as ops
 g = torch.Generator().manual_seed(0)
-x = torch.randn(1000, 83, generator=g) * 5
-t = (torch.rand(1000, 83, generator=g) < 0.1).float()
-for gamma in (0.0, 1.0, 2.0, 3.0):
+for k, gamma in ((83, 0.0), (83, 1.0), (83, 2.0), (83, 3.0), (5, 2.0)):
+    x = torch.randn(1000, k, generator=g) * 5
+    t = (torch.rand(1000, k, generator=g) < 0.1).float()
     xx, xr = x.clone().requires_grad_(), x.clone().requires_grad_()
     ours = ops.sigmoid_focal_loss(xx, t, 0.25, gamma, "sum")
     ref = torchvision.ops.sigmoid_focal_loss(xr, t, 0.25, gamma, "sum")
@@ -331,3 +337,46 @@ def test_loss_only_and_with_grad_ops_agree(reduction):
     x = logits.clone().requires_grad_()
     torch.ops.retdet.sigmoid_focal_loss(x, labels, 0.25, 2.0, code).sum().backward()
     torch.testing.assert_close(x.grad, grad)
+
+
+@pytest.mark.parametrize("k", CLASS_COUNTS)
+@pytest.mark.parametrize("kind", ["index", "soft"])
+def test_ignored_rows_and_nan_logits(k, kind):
+    """An ignored row (label -1) gives 0 loss and 0 gradient even with NaN logits; a NaN logit in a
+    row that counts makes its own loss NaN, as torchvision's, and leaves the other rows' alone."""
+    logits, targets = make_case(n=37, k=k, kind=kind)
+    if kind == "index":
+        targets[5] = -1
+        logits[5] = float("nan")
+        targets[9] = 0
+    logits[9, 1] = float("nan")
+    x = logits.clone().requires_grad_()
+    loss = sigmoid_focal_loss(x, targets, 0.25, 2.0, "none")
+    loss.sum().backward()
+    ref_t = onehot(targets, k) if kind == "index" else targets
+    ref = torchvision.ops.sigmoid_focal_loss(logits, ref_t, 0.25, 2.0, "none")
+    if kind == "index":
+        assert (loss[5] == 0).all() and (x.grad[5] == 0).all()
+        ref = torch.where((targets >= 0)[:, None], ref, 0.0)
+    assert torch.isnan(loss[9, 1]) and torch.isnan(x.grad[9, 1])
+    finite = ~torch.isnan(ref)
+    assert finite.sum() == ref.numel() - 1
+    torch.testing.assert_close(loss[finite], ref[finite], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("k", CLASS_COUNTS)
+def test_sum_over_many_tasks_is_exact_and_thread_independent(k):
+    """A sum over more elements than one task takes (32768), with a partial last vector: close to
+    float64, and the same bits with 1 thread as with several."""
+    logits, labels = make_case(n=100003 // k, k=k, kind="index", seed=4)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = sigmoid_focal_loss(logits, labels, 0.25, 2.0, "sum")
+        torch.set_num_threads(max(threads, 2))
+        many = sigmoid_focal_loss(logits, labels, 0.25, 2.0, "sum")
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(one, many)
+    exact = exact_focal_loss(logits.double(), labels, 0.25, 2.0).sum()
+    torch.testing.assert_close(one.double(), exact, rtol=1e-6, atol=0)

@@ -14,7 +14,9 @@
 #include <torch/library.h>
 
 #include <cmath>
+#include <algorithm>
 #include <cstdlib>
+#include <cstring>
 #include <limits>
 #include <tuple>
 #include <vector>
@@ -98,13 +100,44 @@ RETDET_VEC_INLINE vec8::vf pow_gamma_grad(vec8::vf b) {  // d(b^gamma)/db
   return vec8::splat(3.f) * b * b;
 }
 
-// Rows [begin, end) of a float32 pass; returns the loss sum of those rows.
+// The loss and gradient of 8 logits x with targets t (before the upstream factor).
+template <int kGamma>
+struct FocalLanes {
+  vec8::vf one = vec8::splat(1.f), zero = vec8::splat(0.f), alpha, one_minus_alpha;
+  bool weighted, want_loss, want_grad;
+
+  explicit FocalLanes(const FocalPass<float, float>& a)
+      : alpha(vec8::splat(a.alpha)), one_minus_alpha(vec8::splat(1.f - a.alpha)), weighted(a.alpha >= 0.f),
+        want_loss(a.loss || a.sum_loss), want_grad(a.grad != nullptr) {}
+
+  RETDET_VEC_INLINE void operator()(vec8::vf x, vec8::vf t, vec8::vf& v, vec8::vf& g) const {
+    using namespace vec8;
+    const vf e = exp_nonpositive(-abs(x));
+    const vf inv = one / (one + e);
+    const vi positive = x >= zero;
+    const vf p = select(positive, inv, e * inv);  // sigmoid(x)
+    const vf q = select(positive, e * inv, inv);  // 1 - sigmoid(x)
+    const vf ce = select(positive, x, zero) - x * t + log1p_unit(e);
+    const vf one_minus_t = one - t;
+    const vf b = p * one_minus_t + q * t;         // 1 - p_t
+    const vf mod = pow_gamma<kGamma>(b);
+    const vf w = weighted ? alpha * t + one_minus_alpha * one_minus_t : one;
+    if (want_loss) v = flush_tiny(w * ce * mod);
+    if (want_grad) {
+      const vf dmod = pow_gamma_grad<kGamma>(b) * p * q * (one - t - t);
+      g = w * ((p * one_minus_t - q * t) * mod + ce * dmod);  // p - t, see focal_loss_math.h
+    }
+  }
+};
+
+// Rows [begin, end) of a float32 pass with K a multiple of 8 or more than 8: 8 columns of one row
+// at a time, the last K % 8 columns scalar. Returns the loss sum of those rows.
 template <int kGamma>
 RETDET_VEC_INLINE double focal_rows_vec(const FocalPass<float, float>& a, int64_t begin, int64_t end) {
   using namespace vec8;
   const int64_t K = a.K, K8 = K - K % 8;
-  const vf one = splat(1.f), zero = splat(0.f), alpha = splat(a.alpha), one_minus_alpha = splat(1.f - a.alpha);
-  const bool weighted = a.alpha >= 0.f;
+  const FocalLanes<kGamma> lanes_of(a);
+  const vf one = splat(1.f), zero = splat(0.f);
   const vi lane = vi{0, 1, 2, 3, 4, 5, 6, 7};
   double total = 0.0;
   for (int64_t n = begin; n < end; ++n) {
@@ -116,27 +149,13 @@ RETDET_VEC_INLINE double focal_rows_vec(const FocalPass<float, float>& a, int64_
     const vi label = splat_i(a.labels ? static_cast<int32_t>(a.labels[n]) : 0);
     vf row_sum = zero;
     for (int64_t k = 0; k < K8; k += 8) {
-      const vf x = load(xr + k);
       const vf t = a.labels ? select(lane + splat_i(static_cast<int32_t>(k)) == label, one, zero)
                             : load(a.dense + n * K + k);
-      const vf e = exp_nonpositive(-abs(x));
-      const vf inv = one / (one + e);
-      const vi positive = x >= zero;
-      const vf p = select(positive, inv, e * inv);  // sigmoid(x)
-      const vf q = select(positive, e * inv, inv);  // 1 - sigmoid(x)
-      const vf ce = select(positive, x, zero) - x * t + log1p_unit(e);
-      const vf one_minus_t = one - t;
-      const vf b = p * one_minus_t + q * t;         // 1 - p_t
-      const vf mod = pow_gamma<kGamma>(b);
-      const vf w = weighted ? alpha * t + one_minus_alpha * one_minus_t : one;
-      if (a.loss || a.sum_loss) {
-        const vf v = flush_tiny(w * ce * mod);
-        if (a.loss) store(a.loss + n * K + k, v);
-        row_sum += v;
-      }
+      vf v, g;
+      lanes_of(load(xr + k), t, v, g);
+      if (a.loss) store(a.loss + n * K + k, v);
+      if (a.sum_loss) row_sum += v;
       if (a.grad) {
-        const vf dmod = pow_gamma_grad<kGamma>(b) * p * q * (one - t - t);
-        vf g = w * ((p * one_minus_t - q * t) * mod + ce * dmod);  // p - t, see focal_loss_math.h
         g *= a.upstream ? load(a.upstream + n * K + k) * splat(a.grad_scale) : splat(a.grad_scale);
         store(a.grad + n * K + k, flush_tiny(g));
       }
@@ -150,14 +169,76 @@ RETDET_VEC_INLINE double focal_rows_vec(const FocalPass<float, float>& a, int64_
   return total;
 }
 
+// Rows [begin, end) with K < 8 (e.g. 3 or 4 classes), which have no 8 columns to vectorise: the
+// rows' K * (end - begin) elements 8 at a time, each lane with its own row's target. Ignored rows
+// (label -1) give 0 in their lanes, whatever their logits; a partial last vector goes through a zero-padded copy.
+// Returns the loss sum, added in float over 64 vectors at a time, then in double.
+template <int kGamma>
+RETDET_VEC_INLINE double focal_flat_vec(const FocalPass<float, float>& a, int64_t begin, int64_t end) {
+  using namespace vec8;
+  const int64_t K = a.K;
+  for (int64_t n = begin; n < end; ++n) a.row_valid(n);  // the label range check, before any write
+  const FocalLanes<kGamma> lanes_of(a);
+  const int64_t first = begin * K, last = end * K;
+  int64_t row = begin, col = 0;  // of the element at i
+  double total = 0.0;
+  vf block_sum = splat(0.f);
+  int blocked = 0;
+  for (int64_t i = first; i < last; i += 8) {
+    const int64_t count = std::min<int64_t>(8, last - i);
+    alignas(32) float x[8] = {}, t[8] = {}, up[8] = {};
+    alignas(32) int32_t keep[8] = {};  // -1 (all bits): a lane of a row that is not ignored
+    for (int64_t j = 0; j < count; ++j) {
+      x[j] = a.x[i + j];
+      const int64_t label = a.labels ? a.labels[row] : 0;
+      keep[j] = label >= 0 ? -1 : 0;
+      t[j] = a.labels ? (label == col ? 1.f : 0.f) : a.dense[i + j];
+      if (a.upstream) up[j] = a.upstream[i + j];
+      if (++col == K) {
+        col = 0;
+        ++row;
+      }
+    }
+    vf v, g;
+    lanes_of(load(x), load(t), v, g);
+    vi kept;
+    std::memcpy(&kept, keep, sizeof(kept));
+    const vf zero = splat(0.f);
+    float out[8];
+    if (a.loss || a.sum_loss) {
+      v = select(kept, v, zero);  // not a product: an ignored row's NaN logit must give 0
+      if (a.loss) {
+        store(out, v);
+        std::memcpy(a.loss + i, out, count * sizeof(float));
+      }
+      block_sum += v;  // padded lanes are 0
+      if (++blocked == 64) {
+        store(out, block_sum);
+        for (float l : out) total += l;
+        block_sum = splat(0.f);
+        blocked = 0;
+      }
+    }
+    if (a.grad) {
+      g *= a.upstream ? load(up) * splat(a.grad_scale) : splat(a.grad_scale);
+      store(out, select(kept, flush_tiny(g), zero));
+      std::memcpy(a.grad + i, out, count * sizeof(float));
+    }
+  }
+  float out[8];
+  store(out, block_sum);
+  for (float l : out) total += l;
+  return total;
+}
+
 // One copy of the vector code per gamma; a macro, not a lambda, so that it is inlined into each
 // target-specific function below (a lambda's body would be compiled for the default target).
-#define RETDET_FOCAL_BY_GAMMA(a, gamma, begin, end)               \
-  switch (gamma) {                                               \
-    case 0: return focal_rows_vec<0>(a, begin, end);             \
-    case 1: return focal_rows_vec<1>(a, begin, end);             \
-    case 2: return focal_rows_vec<2>(a, begin, end);             \
-    default: return focal_rows_vec<3>(a, begin, end);            \
+#define RETDET_FOCAL_BY_GAMMA(a, gamma, begin, end)                                                      \
+  switch (gamma) {                                                                                      \
+    case 0: return (a).K < 8 ? focal_flat_vec<0>(a, begin, end) : focal_rows_vec<0>(a, begin, end);     \
+    case 1: return (a).K < 8 ? focal_flat_vec<1>(a, begin, end) : focal_rows_vec<1>(a, begin, end);     \
+    case 2: return (a).K < 8 ? focal_flat_vec<2>(a, begin, end) : focal_rows_vec<2>(a, begin, end);     \
+    default: return (a).K < 8 ? focal_flat_vec<3>(a, begin, end) : focal_rows_vec<3>(a, begin, end);    \
   }
 
 double focal_rows_baseline(const FocalPass<float, float>& a, int gamma, int64_t begin, int64_t end) {

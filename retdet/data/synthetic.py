@@ -188,15 +188,24 @@ def ensure_synthetic_shapes(split: str) -> Tuple[str, str]:
 def main(argv=None) -> None:
     """``python -m retdet.data.synthetic --output DIR [--num-images N] [--seed S] [--grid K]``: write a
     COCO-format dataset (DIR/annotations.json, DIR/images/) - e.g. to try the custom-dataset guide;
-    ``--grid K``: K x K mosaics, large images of small objects (docs/inference.md)."""
+    ``--grid K``: K x K mosaics, large images of small objects (docs/inference.md).
+    ``--cache``: fill the cache with the registered splits instead (synthetic_shapes_train/val), as
+    their first use would (the Makefile does it while the ops compile)."""
     import argparse
 
     parser = argparse.ArgumentParser(description=main.__doc__)
-    parser.add_argument("--output", required=True)
+    target = parser.add_mutually_exclusive_group(required=True)
+    target.add_argument("--output")
+    target.add_argument("--cache", action="store_true")
     parser.add_argument("--num-images", type=int, default=50)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--grid", type=int, default=1)
     args = parser.parse_args(argv)
+    if args.cache:
+        for split in SPLITS:
+            json_file, _ = ensure_synthetic_shapes(split)
+            print(f"synthetic_shapes_{split}: {json_file}")
+        return
     if args.grid < 1:
         parser.error(f"--grid must be >= 1, got {args.grid}")
     json_file = generate_synthetic_shapes(args.output, args.num_images, args.seed, grid=args.grid)
