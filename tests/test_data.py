@@ -139,6 +139,38 @@ def test_corrupt_and_missing_images(tmp_path, registered):
     assert [os.path.basename(f) for f in skipping.skipped] == ["bad.jpg", "missing.png"]
 
 
+def test_image_cache_gives_the_same_samples_and_reads_each_file_once(tmp_path, registered):
+    """cache_images_mb: samples (augmented, by (index, seed)) equal the uncached dataset's; a cached
+    image is not read again (its file can go), an image beyond the budget is; cached arrays are
+    read-only, so a transform that wrote into its input would fail instead of corrupting the cache."""
+    (tmp_path / "img").mkdir()
+    rng = np.random.default_rng(0)
+    images = []
+    for i, (h, w) in enumerate([(40, 60), (50, 30), (64, 64)]):
+        cv2.imwrite(str(tmp_path / "img" / f"{i}.png"), rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
+        images.append({"id": i + 1, "file_name": f"{i}.png", "height": h, "width": w})
+    anns = [{"id": i + 1, "image_id": i + 1, "category_id": 7, "bbox": [2, 3, 20, 15], "area": 300, "iscrowd": 0}
+            for i in range(3)]
+    registered("cached", write_coco(tmp_path, images, anns), str(tmp_path / "img"))
+    info = get_dataset("cached")
+    transforms = [ResizeShortestEdge(short_edge_length=(24, 32, 40), max_size=100), RandomFlip(prob=0.5), ColorJitter()]
+    plain = DetectionDataset(info, transforms)
+    budget = (40 * 60 * 3 + 50 * 30 * 3) / 2**20  # the first two images, not the third
+    cached = DetectionDataset(info, transforms, cache_images_mb=budget)
+    for key in [(0, 1), (1, 2), (2, 3), (0, 4), (1, 5)]:
+        a, b = plain[key], cached[key]
+        assert torch.equal(a.image, b.image) and torch.equal(a.gt_boxes, b.gt_boxes)
+    assert sorted(cached._cache) == [0, 1] and all(not im.flags.writeable for im in cached._cache.values())
+    expected = plain[(0, 1)].image
+    for i in range(3):
+        os.remove(tmp_path / "img" / f"{i}.png")
+    assert torch.equal(cached[(0, 1)].image, expected)  # from memory
+    with pytest.raises(ImageReadError, match="2.png"):
+        cached[2]  # over the budget: read again, and the file is gone
+    with pytest.raises(ValueError, match="cache_images_mb"):
+        DetectionDataset(info, cache_images_mb=-1)
+
+
 def test_missing_annotation_file_and_unknown_name(tmp_path, registered):
     registered("nowhere", str(tmp_path / "none.json"), str(tmp_path))
     with pytest.raises(FileNotFoundError, match="annotation file not found: .*none.json"):

@@ -137,7 +137,8 @@ def build_train_loader(cfg: Mapping, *, input_format: str, seed: int = 0, rank: 
         raise ValueError(f"dataloader.train.total_batch_size={total} is not divisible by {world_size} workers")
     info = merge_datasets(cfg["dataset"]["names"], filter_empty=cfg["dataset"].get("filter_empty", False))
     dataset = DetectionDataset(info, build_transforms(cfg.get("transforms")), input_format=input_format,
-                               skip_bad_images=cfg.get("skip_bad_images", False))
+                               skip_bad_images=cfg.get("skip_bad_images", False),
+                               cache_images_mb=float(cfg.get("cache_images_mb", 0)))
     sampler = build_train_sampler(cfg.get("sampler"), info, seed=seed, rank=rank, world_size=world_size)
     landscape = [r.width >= r.height for r in info.records]
     batches = GroupedBatchSampler(sampler, landscape, total // world_size,

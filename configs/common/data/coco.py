@@ -14,6 +14,9 @@ dataloader = dict(
         # dict(type="RepeatFactorSampler", repeat_thresh=0.001) or dict(type="ClassAwareSampler")
         # (retdet/data/samplers.py)
         sampler=dict(type="TrainingSampler"),
+        # decoded images kept in memory up to this many MB per loader process (0: read each time);
+        # for small datasets trained for many epochs (configs/quickstart.py)
+        cache_images_mb=0,
     ),
     test=dict(
         dataset=dict(names=["coco_2017_val"], filter_empty=False),
