@@ -1,7 +1,7 @@
 // The op schemas, declared once. Kernels register per device in cpu/ and cuda/; autocast below;
 // fake (meta) kernels and autograd are registered from Python (retdet/ops/).
-#include <ATen/autocast_mode.h>
 #include <Python.h>
+#include <c10/core/impl/LocalDispatchKeySet.h>
 #include <torch/library.h>
 
 #include "ops.h"
@@ -37,6 +37,15 @@ TORCH_LIBRARY(retdet, m) {
 namespace retdet {
 namespace {
 
+// What autocast's cast to float32 does to an argument (at::autocast::cached_cast, whose header would
+// double this file's compile time; its cache holds only weights, which these ops never see): a
+// float16/bfloat16 tensor on the autocast device becomes float32; any other tensor passes as it is.
+at::Tensor to_float32(const at::Tensor& t, c10::DeviceType device) {
+  const bool reduced = t.defined() && t.is_floating_point() && t.device().type() == device &&
+                       t.scalar_type() != at::kFloat && t.scalar_type() != at::kDouble;
+  return reduced ? t.to(at::kFloat) : t;
+}
+
 // Under autocast the loss is computed from float32 logits (as autocast does for
 // binary_cross_entropy_with_logits) so that the loss and its gradient stay float32.
 template <c10::DeviceType device, c10::DispatchKey key>
@@ -46,9 +55,9 @@ at::Tensor focal_loss_autocast(const at::Tensor& logits, const at::Tensor& targe
   static auto op = c10::Dispatcher::singleton()
                        .findSchemaOrThrow("retdet::sigmoid_focal_loss", "")
                        .typed<at::Tensor(const at::Tensor&, const at::Tensor&, double, double, int64_t)>();
-  const auto float_targets = targets.is_floating_point() ? at::autocast::cached_cast(at::kFloat, targets, device)
+  const auto float_targets = targets.is_floating_point() ? to_float32(targets, device)
                                                          : targets;
-  return op.call(at::autocast::cached_cast(at::kFloat, logits, device), float_targets, alpha, gamma, reduction);
+  return op.call(to_float32(logits, device), float_targets, alpha, gamma, reduction);
 }
 
 template <c10::DeviceType device, c10::DispatchKey key>
@@ -59,9 +68,9 @@ std::tuple<at::Tensor, at::Tensor> focal_loss_with_grad_autocast(const at::Tenso
                        .findSchemaOrThrow("retdet::sigmoid_focal_loss_with_grad", "")
                        .typed<std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, const at::Tensor&, double, double,
                                                                  int64_t)>();
-  const auto float_targets = targets.is_floating_point() ? at::autocast::cached_cast(at::kFloat, targets, device)
+  const auto float_targets = targets.is_floating_point() ? to_float32(targets, device)
                                                          : targets;
-  return op.call(at::autocast::cached_cast(at::kFloat, logits, device), float_targets, alpha, gamma, reduction);
+  return op.call(to_float32(logits, device), float_targets, alpha, gamma, reduction);
 }
 
 // NMS compares IoUs against a threshold: do it on float32 boxes, never half.
@@ -72,8 +81,8 @@ at::Tensor batched_nms_autocast(const at::Tensor& boxes, const at::Tensor& score
   static auto op = c10::Dispatcher::singleton()
                        .findSchemaOrThrow("retdet::batched_nms", "")
                        .typed<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&, double)>();
-  return op.call(at::autocast::cached_cast(at::kFloat, boxes, device),
-                 at::autocast::cached_cast(at::kFloat, scores, device), idxs, iou_threshold);
+  return op.call(to_float32(boxes, device),
+                 to_float32(scores, device), idxs, iou_threshold);
 }
 
 }  // namespace

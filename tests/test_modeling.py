@@ -183,6 +183,25 @@ def test_resnet_narrow(depth, width):
         ResNet(depth=18, width=16, norm="GN")
 
 
+@pytest.mark.parametrize("depth", [18, 50])
+def test_resnet_zero_init_residual_is_torchvisions(depth):
+    """zero_init_residual: the same zeroed norms as torchvision's option, and every block starts as
+    the identity on its shortcut (a block without projection returns relu(x) = x for x >= 0)."""
+    ours = ResNet(depth=depth, norm="BN", freeze_at=0, zero_init_residual=True)
+    ref = getattr(torchvision.models, f"resnet{depth}")(weights=None, zero_init_residual=True)
+    ref_zero = {k for k, v in ref.state_dict().items() if k.endswith(".weight") and v.dim() == 1 and not v.any()}
+    ours_zero = {k for k, v in ours.state_dict().items() if k.endswith(".weight") and v.dim() == 1 and not v.any()}
+    assert ours_zero == ref_zero and len(ours_zero) == sum(_BLOCKS_COUNTS[depth])
+    block = ours.layer1[1]
+    x = torch.rand(2, block.conv1.in_channels, 8, 8)
+    torch.testing.assert_close(block.eval()(x), x)
+    default = ResNet(depth=depth, norm="BN", freeze_at=0)
+    assert not any(k for k, v in default.state_dict().items() if k.endswith(".weight") and v.dim() == 1 and not v.any())
+
+
+_BLOCKS_COUNTS = {18: [2, 2, 2, 2], 50: [3, 4, 6, 3]}
+
+
 def test_resnet_norms_and_freeze():
     from torchvision.ops.misc import FrozenBatchNorm2d
 

@@ -39,6 +39,9 @@ class ResNet(Backbone):
         stride_in_1x1: a bottleneck that downsamples does it in its first 1x1 convolution instead of
             the 3x3 (the original MSRA/Caffe2 ResNet, and Detectron2's weights trained from it);
             torchvision and MMDetection ("pytorch" style) use the 3x3. Same parameters, other outputs.
+        zero_init_residual: each block's last norm starts with zero scale, so every block starts as
+            the identity (Goyal et al. 2017; torchvision's option of the same name): for training
+            from scratch. Weights loaded from a checkpoint replace it.
     """
 
     def __init__(
@@ -50,6 +53,7 @@ class ResNet(Backbone):
         out_features: Sequence[str] = ("res3", "res4", "res5"),
         width: int = 64,
         stride_in_1x1: bool = False,
+        zero_init_residual: bool = False,
     ) -> None:
         super().__init__()
         if depth not in _BLOCKS:
@@ -77,7 +81,7 @@ class ResNet(Backbone):
                 first.conv1.stride, first.conv2.stride = first.conv2.stride, (1, 1)
             setattr(self, f"layer{i + 1}", stage)
             channels = width * 2**i * block.expansion
-        _init_like_torchvision(self)
+        _init_like_torchvision(self, zero_init_residual)
         self.depth, self.freeze_at, self.width, self.stride_in_1x1 = depth, freeze_at, width, stride_in_1x1
         self.out_features: List[str] = list(out_features)
         self._shapes: Dict[str, ShapeSpec] = {
@@ -115,14 +119,20 @@ def _make_stage(block: type, in_channels: int, planes: int, count: int, stride: 
     return nn.Sequential(*blocks)
 
 
-def _init_like_torchvision(net: nn.Module) -> None:
-    """torchvision's ResNet initialisation: He (fan-out) convolutions, unit-scale zero-shift norms."""
+def _init_like_torchvision(net: nn.Module, zero_init_residual: bool = False) -> None:
+    """torchvision's ResNet initialisation: He (fan-out) convolutions, unit-scale zero-shift norms;
+    with ``zero_init_residual``, zero-scale last norms in the blocks."""
     for m in net.modules():
         if isinstance(m, nn.Conv2d):
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
         elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):
             nn.init.constant_(m.weight, 1)
             nn.init.constant_(m.bias, 0)
+    if zero_init_residual:
+        for m in net.modules():
+            last = m.bn3 if isinstance(m, Bottleneck) else m.bn2 if isinstance(m, BasicBlock) else None
+            if last is not None and getattr(last, "weight", None) is not None:
+                nn.init.zeros_(last.weight)
 
 
 def _block_forward(block: nn.Module, x: Tensor) -> Tensor:
