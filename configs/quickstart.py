@@ -55,11 +55,11 @@ optimizer = dict(type="AdamW", lr=0.003, betas=(0.9, 0.999), weight_decay=0.05, 
                  weight_decay_bias=0.0)
 lr_scheduler = dict(type="CosineLR", final_factor=0.01, warmup_iters=100, warmup_factor=0.01)
 # 2500 iterations (10k images, 17 passes over the 600), each run a whole cosine schedule. Trained from
-# scratch, the final AP moves by several points with the smallest change of rounding (the focal loss's
-# vector path for few classes, equal within float32 precision, took seed 0 from 58.3 to 52.9,
-# evaluated at 160) and rises steeply with the
-# schedule's length. Evaluated at 192: AP 65.0 and 61.0 (seeds 0 and 1, one thread each) after 2500
-# iterations, 55.8 and 55.1 after 2200; about 3.5 minutes at 0.08-0.09 s per iteration (2 cores).
+# scratch, the final AP moves by several points with the smallest change of rounding (the focal
+# loss's vector path for few classes, equal within float32 precision, took seed 0 from 58.3 to 52.9,
+# evaluated at 160) and rises steeply with the schedule's length. Evaluated at 192: AP 65.0 and 61.0
+# (seeds 0 and 1, one thread each) after 2500 iterations, 55.8 and 55.1 after 2200; about 3.5
+# minutes at 0.08-0.09 s per iteration (2 cores).
 train.max_iter = 2500
 train.clip_grad = 5.0
 train.checkpoint_period = 1000
