@@ -39,7 +39,8 @@ namespace {
 
 // What autocast's cast to float32 does to an argument (at::autocast::cached_cast, whose header would
 // double this file's compile time; its cache holds only weights, which these ops never see): a
-// float16/bfloat16 tensor on the autocast device becomes float32; any other tensor passes as it is.
+// float16/bfloat16 tensor on the autocast device becomes float32; any other tensor (integer class
+// indices included) passes as it is.
 at::Tensor to_float32(const at::Tensor& t, c10::DeviceType device) {
   const bool reduced = t.defined() && t.is_floating_point() && t.device().type() == device &&
                        t.scalar_type() != at::kFloat && t.scalar_type() != at::kDouble;
@@ -55,9 +56,7 @@ at::Tensor focal_loss_autocast(const at::Tensor& logits, const at::Tensor& targe
   static auto op = c10::Dispatcher::singleton()
                        .findSchemaOrThrow("retdet::sigmoid_focal_loss", "")
                        .typed<at::Tensor(const at::Tensor&, const at::Tensor&, double, double, int64_t)>();
-  const auto float_targets = targets.is_floating_point() ? to_float32(targets, device)
-                                                         : targets;
-  return op.call(to_float32(logits, device), float_targets, alpha, gamma, reduction);
+  return op.call(to_float32(logits, device), to_float32(targets, device), alpha, gamma, reduction);
 }
 
 template <c10::DeviceType device, c10::DispatchKey key>
@@ -68,9 +67,7 @@ std::tuple<at::Tensor, at::Tensor> focal_loss_with_grad_autocast(const at::Tenso
                        .findSchemaOrThrow("retdet::sigmoid_focal_loss_with_grad", "")
                        .typed<std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, const at::Tensor&, double, double,
                                                                  int64_t)>();
-  const auto float_targets = targets.is_floating_point() ? to_float32(targets, device)
-                                                         : targets;
-  return op.call(to_float32(logits, device), float_targets, alpha, gamma, reduction);
+  return op.call(to_float32(logits, device), to_float32(targets, device), alpha, gamma, reduction);
 }
 
 // NMS compares IoUs against a threshold: do it on float32 boxes, never half.
@@ -81,8 +78,7 @@ at::Tensor batched_nms_autocast(const at::Tensor& boxes, const at::Tensor& score
   static auto op = c10::Dispatcher::singleton()
                        .findSchemaOrThrow("retdet::batched_nms", "")
                        .typed<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&, double)>();
-  return op.call(to_float32(boxes, device),
-                 to_float32(scores, device), idxs, iou_threshold);
+  return op.call(to_float32(boxes, device), to_float32(scores, device), idxs, iou_threshold);
 }
 
 }  // namespace

@@ -137,7 +137,7 @@ RETDET_VEC_INLINE double focal_rows_vec(const FocalPass<float, float>& a, int64_
   using namespace vec8;
   const int64_t K = a.K, K8 = K - K % 8;
   const FocalLanes<kGamma> lanes_of(a);
-  const vf one = splat(1.f), zero = splat(0.f);
+  const vf one = lanes_of.one, zero = lanes_of.zero;
   const vi lane = vi{0, 1, 2, 3, 4, 5, 6, 7};
   double total = 0.0;
   for (int64_t n = begin; n < end; ++n) {
@@ -169,6 +169,13 @@ RETDET_VEC_INLINE double focal_rows_vec(const FocalPass<float, float>& a, int64_
   return total;
 }
 
+// The first `count` (<= 8) lanes of v to dst.
+RETDET_VEC_INLINE void store_first(float* dst, vec8::vf v, int64_t count) {
+  float lanes[8];
+  vec8::store(lanes, v);
+  std::memcpy(dst, lanes, count * sizeof(float));
+}
+
 // Rows [begin, end) with K < 8 (e.g. 3 or 4 classes), which have no 8 columns to vectorise: the
 // rows' K * (end - begin) elements 8 at a time, each lane with its own row's target. Ignored rows
 // (label -1) give 0 in their lanes, whatever their logits; a partial last vector goes through a zero-padded copy.
@@ -181,9 +188,17 @@ RETDET_VEC_INLINE double focal_flat_vec(const FocalPass<float, float>& a, int64_
   const FocalLanes<kGamma> lanes_of(a);
   const int64_t first = begin * K, last = end * K;
   int64_t row = begin, col = 0;  // of the element at i
+  const vf zero = lanes_of.zero;
   double total = 0.0;
-  vf block_sum = splat(0.f);
+  vf block_sum = zero;
   int blocked = 0;
+  auto add_block = [&] {
+    float lanes[8];
+    store(lanes, block_sum);
+    for (float l : lanes) total += l;
+    block_sum = zero;
+    blocked = 0;
+  };
   for (int64_t i = first; i < last; i += 8) {
     const int64_t count = std::min<int64_t>(8, last - i);
     alignas(32) float x[8] = {}, t[8] = {}, up[8] = {};
@@ -203,31 +218,18 @@ RETDET_VEC_INLINE double focal_flat_vec(const FocalPass<float, float>& a, int64_
     lanes_of(load(x), load(t), v, g);
     vi kept;
     std::memcpy(&kept, keep, sizeof(kept));
-    const vf zero = splat(0.f);
-    float out[8];
     if (a.loss || a.sum_loss) {
       v = select(kept, v, zero);  // not a product: an ignored row's NaN logit must give 0
-      if (a.loss) {
-        store(out, v);
-        std::memcpy(a.loss + i, out, count * sizeof(float));
-      }
+      if (a.loss) store_first(a.loss + i, v, count);
       block_sum += v;  // padded lanes are 0
-      if (++blocked == 64) {
-        store(out, block_sum);
-        for (float l : out) total += l;
-        block_sum = splat(0.f);
-        blocked = 0;
-      }
+      if (++blocked == 64) add_block();
     }
     if (a.grad) {
       g *= a.upstream ? load(up) * splat(a.grad_scale) : splat(a.grad_scale);
-      store(out, select(kept, flush_tiny(g), zero));
-      std::memcpy(a.grad + i, out, count * sizeof(float));
+      store_first(a.grad + i, select(kept, flush_tiny(g), zero), count);
     }
   }
-  float out[8];
-  store(out, block_sum);
-  for (float l : out) total += l;
+  add_block();
   return total;
 }
 
